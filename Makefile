@@ -1,0 +1,35 @@
+# Two commands for a fresh machine: `make run` and `make test`.
+# Mesa 3.5 needs Python >= 3.12; .python-version makes pyenv resolve python3.12.
+PY ?= python3.12
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: run test lint ui clean venv
+
+venv: $(STAMP)
+
+$(BIN)/python:
+	@command -v $(PY) >/dev/null 2>&1 || { echo "error: $(PY) not found; install Python 3.12 (Mesa 3.5 needs it) or run make PY=/path/to/python3.12"; exit 1; }
+	$(PY) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/spiral run scenarios/baseline.toml
+
+# pytest exit code 5 ("no tests collected") is turned into a failure: a suite that ran nothing
+# must never pass silently.
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests"; exit 1; fi; exit $$rc
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

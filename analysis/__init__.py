@@ -1,0 +1,1 @@
+"""Sweeps, estimators of the model's laws, plots and reports."""

@@ -1,0 +1,105 @@
+"""Interventions: array operations on the ties of targeted alliances or people of targeted
+organizations. Each takes (state, params, rng, org_mask, dose) and is applied at the start of
+its scheduled step, before that step's dynamics. With noise off, random outcomes are replaced
+by their expectation, so the step stays a deterministic map.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .kernel import confront_prob, per_person
+from .state import VALUE_KINDS, State
+
+
+def _dyads(s: State, org_mask: np.ndarray) -> np.ndarray:
+    """Dyads of active alliances with at least one targeted organization."""
+    sides = s.al_org[s.d_al]
+    return org_mask[sides[:, 0]] | org_mask[sides[:, 1]]
+
+
+def share_perspectives(s: State, p, rng, org_mask, dose: float) -> None:
+    """Openly share perspectives: openness rises toward 1 by dose, and each person's
+    perspective moves dose/2 of the way toward the partners' (dose 1 meets in the middle)."""
+    sel = _dyads(s, org_mask)
+    s.O[sel] += dose * (1.0 - s.O[sel])
+    w = sel.astype(float)
+    i0, i1 = s.d_ind[:, 0], s.d_ind[:, 1]
+    n = per_person(s, w)
+    diff = s.p[i1] - s.p[i0]
+    move = np.stack([per_person(s, w * diff[:, k], -w * diff[:, k])
+                     for k in range(s.p.shape[1])], axis=1)
+    s.p += 0.5 * dose * move / np.maximum(n, 1)[:, None]
+    np.clip(s.p, 0.0, 1.0, out=s.p)
+
+
+def neutralize(s: State, p, rng, org_mask, dose: float) -> None:
+    """Share the problem without blame: tension falls by dose; the neutralized problem becomes
+    an opportunity with chance dose * trust (its value added to the alliance)."""
+    sel = np.flatnonzero(_dyads(s, org_mask))
+    had = s.D[sel] > 0
+    s.D[sel] *= 1.0 - dose
+    chance = dose * s.T[sel].mean(axis=1) * had
+    if p.noise.enabled:
+        gain = (rng.random(len(sel)) < chance).astype(float)
+    else:
+        gain = chance
+    _add_opportunity(s, p, sel, gain)
+
+
+def _add_opportunity(s: State, p, sel: np.ndarray, gain: np.ndarray) -> None:
+    flow = p.value.opportunity * gain
+    s.v[sel] += flow
+    created = np.bincount(s.d_al[sel], flow, s.n_al)
+    split = np.full(len(VALUE_KINDS), (1.0 - p.value.revenue_share) / (len(VALUE_KINDS) - 1))
+    split[0] = p.value.revenue_share
+    s.al_value += created[:, None] * split[None, :]
+    s.T[sel] += p.differences.opportunity_trust * gain[:, None] * (1.0 - s.T[sel])
+
+
+def coach_mindset(s: State, p, rng, org_mask, dose: float) -> None:
+    """Coach the people of the targeted organizations: latent abundance rises by dose toward 1;
+    the expressed mindset then follows the usual hysteresis rule."""
+    who = org_mask[s.org]
+    s.a[who] += dose * (1.0 - s.a[who])
+    mp = p.mindset
+    s.m = np.where(s.m, s.a >= mp.theta_down, s.a > mp.theta_up)
+
+
+def set_patience(s: State, p, rng, org_mask, dose: float) -> None:
+    """Set the patience horizon (steps) of the targeted organizations."""
+    s.horizon[org_mask] = int(dose)
+
+
+def shock(s: State, p, rng, org_mask, dose: float) -> None:
+    """A crisis: a difference of size dose on every targeted tie. Confronted ones are
+    neutralized; avoided ones add to tension (and may blow up into blame this step)."""
+    sel = np.flatnonzero(_dyads(s, org_mask))
+    q = confront_prob(s, p, s.O[:, 0] * s.O[:, 1])[sel]
+    if p.noise.enabled:
+        avoided = (rng.random(len(sel)) >= q).astype(float)
+    else:
+        avoided = 1.0 - q
+    s.D[sel] += dose * avoided
+
+
+KINDS = {
+    "share_perspectives": share_perspectives,
+    "neutralize": neutralize,
+    "coach_mindset": coach_mindset,
+    "set_patience": set_patience,
+    "shock": shock,
+}
+
+
+def org_mask(s: State, target) -> np.ndarray:
+    mask = np.zeros(s.n_org, bool)
+    if target == "all":
+        mask[:] = True
+    else:
+        mask[np.asarray(target, dtype=np.int64)] = True
+    return mask
+
+
+def apply(s: State, p, rng, kind: str, target, dose: float) -> None:
+    KINDS[kind](s, p, rng, org_mask(s, target), dose)

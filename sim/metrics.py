@@ -1,0 +1,96 @@
+"""Alliance summaries, the regime rule, and ecosystem metrics.
+
+Regime rule (docs/model.md, "Regimes"): an alliance's score is (mean trust + mean openness)/2
+over its ties; its trend is the score now minus the score `regimes.window` steps ago (or at its
+formation if younger). Ended: spiral-out. Score >= in_level and trend >= -trend: spiral-in.
+Score <= out_level and trend <= +trend: spiral-out. Anything else: undecided.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+
+from .state import IN, OUT, UNDECIDED, State
+
+__all__ = ["IN", "OUT", "UNDECIDED", "summarize_alliances", "classify", "step_metrics"]
+
+SERIES_KEYS = (
+    "mean_trust", "mean_openness", "share_spiral_in", "share_spiral_out", "share_undecided",
+    "value_created", "value_perceived", "value_flow", "alliances_active", "alliances_formed",
+    "alliances_ended", "mean_abundance", "share_abundance_mindset", "mean_tension",
+    "mean_divergence", "blames", "opportunities", "trusting_component",
+)
+
+
+def summarize_alliances(s: State) -> None:
+    """Mean trust, openness, tension and value level of every active alliance."""
+    n = s.n_al
+    cnt = np.bincount(s.d_al, minlength=n)
+    has = cnt > 0
+    c = np.maximum(cnt, 1)
+    for name, w, k in (("al_trust", s.T.sum(axis=1), 2), ("al_open", s.O.sum(axis=1), 2),
+                       ("al_tension", s.D, 1), ("al_level", s.v, 1)):
+        arr = getattr(s, name)
+        arr[has] = (np.bincount(s.d_al, w, n) / (k * c))[has]
+
+
+def classify(s: State, p) -> None:
+    r = p.regimes
+    w = r.window
+    score = 0.5 * (s.al_trust + s.al_open)
+    act = s.active
+    s.al_hist[act, s.step % (w + 1)] = score[act]
+    past = s.al_hist[:, (s.step + 1) % (w + 1)]
+    trend = score - past
+    reg = np.where((score >= r.in_level) & (trend >= -r.trend), IN,
+                   np.where((score <= r.out_level) & (trend <= r.trend), OUT, UNDECIDED))
+    s.al_regime[:] = np.where(act, reg, OUT)
+
+
+def trusting_component(s: State, level: float) -> float:
+    """Share of organizations in the largest component joined by trusting active alliances."""
+    sel = s.active & (s.al_trust > level)
+    n = s.n_org
+    if not sel.any():
+        return 1.0 / n
+    e = s.al_org[sel]
+    g = coo_matrix((np.ones(len(e)), (e[:, 0], e[:, 1])), shape=(n, n))
+    _, labels = connected_components(g, directed=False)
+    return float(np.bincount(labels).max() / n)
+
+
+def step_metrics(s: State, p, ev) -> dict[str, float]:
+    """The ecosystem's row for this step. Shares and means are over every alliance formed so
+    far; an ended alliance counts as spiral-out with the trust and openness it ended with."""
+    n = s.n_al
+    if n:
+        share_in = float(np.mean(s.al_regime == IN))
+        share_out = float(np.mean(s.al_regime == OUT))
+        share_und = float(np.mean(s.al_regime == UNDECIDED))
+    else:
+        share_in, share_out, share_und = 0.0, 0.0, 1.0
+    d = np.abs(s.p[s.d_ind[:, 0]] - s.p[s.d_ind[:, 1]]).mean() if len(s.d_al) else 0.0
+    ended = int((s.al_ended >= 0).sum())
+    return {
+        "step": s.step,
+        "mean_trust": float(s.al_trust.mean()) if n else 0.0,
+        "mean_openness": float(s.al_open.mean()) if n else 0.0,
+        "share_spiral_in": share_in,
+        "share_spiral_out": share_out,
+        "share_undecided": share_und,
+        "value_created": float(s.al_value.sum()),
+        "value_perceived": float(s.al_perceived.sum()),
+        "value_flow": float(ev.value_flow),
+        "alliances_active": n - ended,
+        "alliances_formed": n,
+        "alliances_ended": ended,
+        "mean_abundance": float(s.a.mean()),
+        "share_abundance_mindset": float(s.m.mean()),
+        "mean_tension": float(s.D.mean()) if len(s.D) else 0.0,
+        "mean_divergence": float(d),
+        "blames": int(len(ev.blamed)),
+        "opportunities": int(len(ev.opportunities)),
+        "trusting_component": trusting_component(s, p.mindset.trusted_level),
+    }

@@ -1,0 +1,438 @@
+"""Scenario files: the schema, TOML loading, defaults, validation and --set overrides.
+
+One table (SCHEMA) names every key, its type, range, default and a one-line meaning. Loading,
+validation, the UI's sliders and the docs all read that table, so a key exists in one place.
+Every problem is raised as a ScenarioError naming the file, the key and what was expected.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import hashlib
+import json
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+GRAPHS = ("complete", "erdos_renyi", "barabasi_albert", "watts_strogatz", "powerlaw_cluster")
+INTERVENTIONS = ("share_perspectives", "neutralize", "coach_mindset", "set_patience", "shock")
+
+
+class ScenarioError(Exception):
+    """Bad scenario input; str() is the one line shown to the user."""
+
+    def __init__(self, source: str, key: str, message: str):
+        self.source, self.key, self.message = source, key, message
+        where = f"{source}: {key}: " if key else f"{source}: "
+        super().__init__(where + message)
+
+
+@dataclass(frozen=True)
+class Key:
+    """One scenario key: type, default, allowed range and what it means."""
+
+    kind: str  # "int", "float", "bool", "str", "choice"
+    default: Any
+    help: str
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False  # lo excluded (e.g. mean_degree > 0)
+    choices: tuple[str, ...] = ()
+
+
+def _f(default, help, lo=0.0, hi=1.0, lo_open=False):
+    return Key("float", default, help, lo, hi, lo_open)
+
+
+def _i(default, help, lo=1, hi=None):
+    return Key("int", default, help, lo, hi)
+
+
+# Section -> key -> Key. Top-level keys live under "".
+SCHEMA: dict[str, dict[str, Key]] = {
+    "": {
+        "name": Key("str", "scenario", "short name; the default output folder is runs/<name>-<seed>"),
+        "description": Key("str", "", "what this scenario shows"),
+        "steps": _i(300, "number of steps to run"),
+        "seed": Key("int", 1, "random seed: same scenario and seed give identical results"),
+    },
+    "ecosystem": {
+        "organizations": _i(60, "number of organizations (nodes)", lo=2, hi=200_000),
+        "graph": Key("choice", "powerlaw_cluster", "network generator", choices=GRAPHS),
+        "mean_degree": _f(4.0, "mean number of alliances per organization", 0.0, 10_000.0,
+                          lo_open=True),
+        "individuals_per_organization": _i(1, "boundary spanners per organization", hi=64),
+        "rewire": _f(0.1, "watts_strogatz: rewiring probability"),
+        "triangles": _f(0.5, "powerlaw_cluster: probability of closing a triangle"),
+        "perspective_dims": _i(3, "number of topics a perspective covers (K)", hi=32),
+    },
+    "mindset": {
+        "abundance_share": _f(0.7, "share of organizations whose culture starts in abundance"),
+        "abundance_level": _f(0.8, "starting culture (latent abundance) of abundance organizations"),
+        "scarcity_level": _f(0.2, "starting culture of scarcity organizations"),
+        "spread": _f(0.05, "standard deviation of people's latent abundance around their culture",
+                     0.0, 0.5),
+        "theta_down": _f(0.35, "latent abundance below which an abundance holder flips to scarcity"),
+        "theta_up": _f(0.65, "latent abundance above which a scarcity holder flips back"),
+        "learn_rate": _f(0.01, "rise of latent abundance per step for a fully trusted network"),
+        "hurt_rate": _f(0.08, "fall of latent abundance per blame suffered"),
+        "betrayal": _f(0.05, "fall of latent abundance when an own alliance ends"),
+        "trusted_level": _f(0.7, "trust above which a tie counts as a good experience"),
+        "culture_pull": _f(0.02, "pull of a person's latent abundance toward the culture"),
+        "peer_pull": _f(0.005, "pull toward partners' latent abundance, weighted by trust"),
+        "culture_follow": _f(0.002, "rate at which the culture follows its people"),
+    },
+    "initial": {
+        "trust": _f(0.5, "starting trust on every tie"),
+        "openness": _f(0.5, "starting openness on every tie"),
+        "divergence": _f(0.3, "spread of starting perspectives (0 = everyone sees alike)"),
+    },
+    "negotiation": {
+        "clarity": Key("bool", False, "shared definitions: alliances start with equal perspectives"),
+        "empathy": Key("bool", False, "standing in the partner's shoes: talk.rate x empathy_factor"),
+        "trust_building": Key("bool", False, "problem solving test-driven: trust starts higher"),
+        "interests": Key("bool", False, "interests over positions: everyone claims half the pie"),
+        "empathy_factor": _f(2.0, "multiplier of talk.rate under empathy", 1.0, 10.0),
+        "trust_boost": _f(0.25, "added to initial trust under trust_building"),
+    },
+    "talk": {
+        "rate": _f(0.15, "mu: how far a perspective moves toward a partner's per step"),
+        "noise": _f(0.03, "sigma: perspective drift per step when nobody talks openly"),
+    },
+    "differences": {
+        "rate": _f(0.2, "lambda: expected differences per pair of people per step", 0.0, 100.0),
+        "size": _f(0.3, "zeta: mean size of one difference", 0.0, 100.0),
+        "confront_abundance": _f(0.6, "chance an abundance holder confronts a difference"),
+        "confront_scarcity": _f(0.1, "chance a scarcity holder confronts a difference"),
+        "blame_level": _f(1.5, "tension at which avoided differences blow up into blame",
+                          0.0, 100.0, lo_open=True),
+        "blame_cost": _f(0.4, "fraction of trust lost both ways in a blame"),
+        "opportunity_trust": _f(0.05, "trust gained both ways when a difference becomes an "
+                                      "opportunity"),
+    },
+    "trust": {
+        "rate": _f(0.15, "beta: speed of trust toward its target"),
+        "steepness": _f(8.0, "k_T: steepness of the trust response", 0.0, 100.0),
+        "w_openness": _f(1.0, "weight of the partner's openness", 0.0, 10.0),
+        "openness_ref": _f(0.5, "partner openness that is neutral for trust"),
+        "w_value": _f(0.6, "weight of perceived value", 0.0, 10.0),
+        "value_ref": _f(0.1, "perceived value that is neutral for trust", 0.0, 10.0),
+        "w_divergence": _f(1.2, "weight of perspective divergence", 0.0, 10.0),
+        "divergence_ref": _f(0.1, "divergence that is neutral for trust"),
+        "w_tension": _f(1.0, "weight of unresolved tension", 0.0, 10.0),
+        "w_dispute": _f(0.5, "weight of claims over the whole pie", 0.0, 10.0),
+        "bias_abundance": _f(0.3, "trust bias of an abundance holder (-theta_T)", -5.0, 5.0),
+        "bias_scarcity": _f(-0.3, "trust bias of a scarcity holder (demands more evidence)",
+                            -5.0, 5.0),
+    },
+    "openness": {
+        "rate": _f(0.2, "alpha: speed of openness toward its target"),
+        "steepness": _f(8.0, "k_O: steepness of the openness response", 0.0, 100.0),
+        "threshold": _f(0.5, "theta_O: trust at which openness is neutral"),
+        "bias_abundance": _f(1.2, "openness bias b of an abundance holder", -20.0, 20.0),
+        "bias_scarcity": _f(-1.2, "openness bias b of a scarcity holder", -20.0, 20.0),
+    },
+    "value": {
+        "exchange": _f(0.1, "value created per step by full mutual exchange", 0.0, 10.0),
+        "opportunity": _f(0.5, "value created by one opportunity", 0.0, 10.0),
+        "memory": _f(0.9, "how much of last step's value level is remembered", 0.0, 0.999),
+        "revenue_share": _f(0.4, "share of created value that is immediate revenue"),
+        "claim_scarcity": _f(0.65, "share of the pie a scarcity holder claims", 0.5, 1.0),
+        "expectation": _f(0.1, "perceived value level an organization expects", 0.0, 10.0),
+    },
+    "patience": {
+        "horizon": _i(60, "steps an organization waits below expectation before ending", hi=10**6),
+        "close_bias": _f(-1.0, "openness bias of a side past half its horizon (strategy change)",
+                         -20.0, 0.0),
+    },
+    "noise": {
+        "enabled": Key("bool", True, "false: no random draw after set-up (deterministic map)"),
+    },
+    "formation": {
+        "rate": _f(0.2, "expected new alliances per step", 0.0, 1000.0),
+        "closure": _f(0.7, "chance a new partner is a trusted partner's partner"),
+    },
+    "regimes": {
+        "window": _i(20, "steps of recent trajectory the regime rule looks at", hi=10_000),
+        "in_level": _f(0.6, "score (trust+openness)/2 at or above which an alliance is in"),
+        "out_level": _f(0.4, "score at or below which an alliance is out"),
+        "trend": _f(0.05, "change of score over the window that overrides a level"),
+    },
+}
+
+INTERVENTION_KEYS = {
+    "step": "step at which it is applied (1 = before the first step's dynamics)",
+    "kind": "one of " + ", ".join(INTERVENTIONS),
+    "target": '"all" or a list of organization ids (0-based)',
+    "dose": "strength: 0..1 for most kinds; steps for set_patience",
+}
+TOP_LEVEL_EXTRA = ("interventions",)
+
+
+def defaults() -> dict[str, Any]:
+    """A full scenario dict of defaults (nested by section)."""
+    out: dict[str, Any] = {}
+    for section, keys in SCHEMA.items():
+        target = out if section == "" else out.setdefault(section, {})
+        for k, spec in keys.items():
+            target[k] = spec.default
+    out["interventions"] = []
+    return out
+
+
+def _suggest(word: str, options) -> str:
+    close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _type_name(spec: Key) -> str:
+    if spec.kind == "choice":
+        return "one of " + ", ".join(spec.choices)
+    if spec.kind in ("int", "float"):
+        lo = "" if spec.lo is None else (f"> {spec.lo:g}" if spec.lo_open else f">= {spec.lo:g}")
+        hi = "" if spec.hi is None else f"<= {spec.hi:g}"
+        rng = " and ".join(x for x in (lo, hi) if x)
+        noun = "an integer" if spec.kind == "int" else "a number"
+        return f"{noun} {rng}".strip()
+    return {"bool": "true or false", "str": "a string"}[spec.kind]
+
+
+def _check_value(source: str, dotted: str, spec: Key, value: Any) -> Any:
+    bad = ScenarioError(source, dotted, f"expected {_type_name(spec)}, got {value!r}")
+    if spec.kind == "bool":
+        if not isinstance(value, bool):
+            raise bad
+        return value
+    if spec.kind in ("str", "choice"):
+        if not isinstance(value, str):
+            raise bad
+        if spec.kind == "choice" and value not in spec.choices:
+            raise ScenarioError(source, dotted, f"expected {_type_name(spec)}, got {value!r}"
+                                + _suggest(value, spec.choices))
+        return value
+    # numbers: bool is an int in Python, refuse it explicitly
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise bad
+    if spec.kind == "int":
+        if isinstance(value, float):
+            if not value.is_integer():
+                raise bad
+            value = int(value)
+    else:
+        value = float(value)
+        if value != value or value in (float("inf"), float("-inf")):
+            raise bad
+    if spec.lo is not None and (value < spec.lo or (spec.lo_open and value == spec.lo)):
+        raise bad
+    if spec.hi is not None and value > spec.hi:
+        raise bad
+    return value
+
+
+def _check_interventions(source: str, items: Any, steps: int, n_orgs: int) -> list[dict]:
+    if not isinstance(items, list):
+        raise ScenarioError(source, "interventions",
+                            "expected a list of tables written as [[interventions]]")
+    out = []
+    for i, item in enumerate(items):
+        where = f"interventions[{i}]"
+        if not isinstance(item, dict):
+            raise ScenarioError(source, where, "expected a table with step, kind, target, dose")
+        for k in item:
+            if k not in INTERVENTION_KEYS:
+                raise ScenarioError(source, f"{where}.{k}", "unknown key; expected one of "
+                                    + ", ".join(INTERVENTION_KEYS) + _suggest(k, INTERVENTION_KEYS))
+        for k in ("step", "kind"):
+            if k not in item:
+                raise ScenarioError(source, f"{where}.{k}", f"missing; {INTERVENTION_KEYS[k]}")
+        step = item["step"]
+        if isinstance(step, bool) or not isinstance(step, int) or not 1 <= step <= steps:
+            raise ScenarioError(source, f"{where}.step",
+                                f"expected an integer from 1 to steps ({steps}), got {step!r}")
+        kind = item["kind"]
+        if not isinstance(kind, str) or kind not in INTERVENTIONS:
+            raise ScenarioError(source, f"{where}.kind", "expected one of "
+                                + ", ".join(INTERVENTIONS) + f", got {kind!r}"
+                                + (_suggest(kind, INTERVENTIONS) if isinstance(kind, str) else ""))
+        target = item.get("target", "all")
+        if target != "all":
+            ok = isinstance(target, list) and target and all(
+                isinstance(t, int) and not isinstance(t, bool) and 0 <= t < n_orgs
+                for t in target)
+            if not ok:
+                raise ScenarioError(source, f"{where}.target",
+                                    f'expected "all" or a non-empty list of organization ids '
+                                    f"from 0 to {n_orgs - 1}, got {target!r}")
+        dose = item.get("dose", 1.0)
+        if isinstance(dose, bool) or not isinstance(dose, int | float) or dose != dose:
+            raise ScenarioError(source, f"{where}.dose", f"expected a number, got {dose!r}")
+        if kind == "set_patience":
+            if not (float(dose).is_integer() and 1 <= dose <= 10**6):
+                raise ScenarioError(source, f"{where}.dose",
+                                    f"expected a whole number of steps >= 1 for set_patience, "
+                                    f"got {dose!r}")
+        elif not 0 <= dose <= (100 if kind == "shock" else 1):
+            hi = 100 if kind == "shock" else 1
+            raise ScenarioError(source, f"{where}.dose",
+                                f"expected a number from 0 to {hi} for {kind}, got {dose!r}")
+        out.append({"step": int(step), "kind": kind, "target": target, "dose": float(dose)})
+    return out
+
+
+def validate(raw: dict[str, Any], source: str) -> dict[str, Any]:
+    """Check a raw scenario dict and return it merged over the defaults."""
+    out = defaults()
+    for key, value in raw.items():
+        if key in TOP_LEVEL_EXTRA:
+            continue
+        if key in SCHEMA[""]:
+            out[key] = _check_value(source, key, SCHEMA[""][key], value)
+        elif key in SCHEMA:
+            if not isinstance(value, dict):
+                raise ScenarioError(source, key, f"expected a table [{key}], got {value!r}")
+            for k, v in value.items():
+                spec = SCHEMA[key].get(k)
+                if spec is None:
+                    raise ScenarioError(source, f"{key}.{k}", "unknown key"
+                                        + _suggest(k, SCHEMA[key]))
+                out[key][k] = _check_value(source, f"{key}.{k}", spec, v)
+        else:
+            options = [k for k in SCHEMA if k] + list(SCHEMA[""]) + list(TOP_LEVEL_EXTRA)
+            raise ScenarioError(source, key, "unknown key" + _suggest(key, options))
+    m = out["mindset"]
+    if m["theta_down"] >= m["theta_up"]:
+        raise ScenarioError(source, "mindset.theta_up",
+                            f"expected a number > mindset.theta_down ({m['theta_down']:g}), "
+                            f"got {m['theta_up']!r}")
+    r = out["regimes"]
+    if r["out_level"] >= r["in_level"]:
+        raise ScenarioError(source, "regimes.in_level",
+                            f"expected a number > regimes.out_level ({r['out_level']:g}), "
+                            f"got {r['in_level']!r}")
+    eco = out["ecosystem"]
+    n = eco["organizations"]
+    if eco["graph"] in ("barabasi_albert", "powerlaw_cluster") and max(
+            1, round(eco["mean_degree"] / 2)) >= n:
+        raise ScenarioError(source, "ecosystem.mean_degree",
+                            f"expected at most {2 * (n - 1)} for {eco['graph']} with {n} "
+                            f"organizations, got {eco['mean_degree']!r}")
+    out["interventions"] = _check_interventions(source, raw.get("interventions", []),
+                                                out["steps"], n)
+    return out
+
+
+def parse_override(text: str, source: str = "--set") -> tuple[str, Any]:
+    """Parse 'section.key=value'; the value is a TOML value and a bare word is a string."""
+    if "=" not in text:
+        raise ScenarioError(source, text, "expected KEY=VALUE, e.g. mindset.abundance_share=0.3")
+    key, _, value = text.partition("=")
+    key, value = key.strip(), value.strip()
+    if not key:
+        raise ScenarioError(source, text, "expected KEY=VALUE with a key before '='")
+    try:
+        parsed = tomllib.loads(f"v = {value}")["v"]
+    except tomllib.TOMLDecodeError:
+        parsed = value  # a bare word: a string
+    return key, parsed
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[tuple[str, Any]], source: str) -> dict:
+    """Put dotted-key overrides into a raw scenario dict (checked later by validate)."""
+    raw = copy.deepcopy(raw)
+    for key, value in overrides:
+        parts = key.split(".")
+        if len(parts) == 1:
+            if parts[0] not in SCHEMA[""]:
+                raise ScenarioError(source, key, "unknown key" + _suggest(
+                    key, list(SCHEMA[""]) + [f"{s}.{k}" for s in SCHEMA if s for k in SCHEMA[s]]))
+            raw[parts[0]] = value
+        elif len(parts) == 2 and parts[0] in SCHEMA and parts[0]:
+            section = raw.setdefault(parts[0], {})
+            if not isinstance(section, dict):
+                raise ScenarioError(source, parts[0], "expected a table")
+            section[parts[1]] = value
+        else:
+            dotted = [f"{s}.{k}" for s in SCHEMA if s for k in SCHEMA[s]]
+            raise ScenarioError(source, key, "unknown key" + _suggest(key, dotted))
+    return raw
+
+
+@dataclass
+class Scenario:
+    """A validated scenario: the merged values plus where they came from."""
+
+    values: dict[str, Any]
+    path: str = "<memory>"
+    file_sha256: str = ""
+    overrides: list[tuple[str, Any]] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.values["name"]
+
+    @property
+    def seed(self) -> int:
+        return self.values["seed"]
+
+    @property
+    def steps(self) -> int:
+        return self.values["steps"]
+
+    def resolved_sha256(self) -> str:
+        """Hash of every resolved value (defaults and overrides included)."""
+        blob = json.dumps(self.values, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+    def params(self) -> SimpleNamespace:
+        """Attribute access for the kernel: p.trust.rate, p.ecosystem.graph, ..."""
+        ns = SimpleNamespace()
+        for section in SCHEMA:
+            if section:
+                setattr(ns, section, SimpleNamespace(**self.values[section]))
+        for k in SCHEMA[""]:
+            setattr(ns, k, self.values[k])
+        return ns
+
+    def with_overrides(self, overrides: list[tuple[str, Any]], source: str = "--set") -> Scenario:
+        raw = apply_overrides(self.values, overrides, source)
+        return Scenario(validate(raw, source), self.path, self.file_sha256,
+                        self.overrides + list(overrides))
+
+
+def read_toml(path: str | Path) -> tuple[dict[str, Any], bytes]:
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ScenarioError(str(path), "", "file not found") from None
+    except IsADirectoryError:
+        raise ScenarioError(str(path), "", "expected a TOML file, got a directory") from None
+    except OSError as e:
+        raise ScenarioError(str(path), "", f"cannot read: {e.strerror}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ScenarioError(str(path), "", "expected UTF-8 text") from None
+    try:
+        return tomllib.loads(text), data
+    except tomllib.TOMLDecodeError as e:
+        raise ScenarioError(str(path), "", f"TOML syntax error: {e}") from None
+
+
+def load(path: str | Path, overrides: list[str] | None = None) -> Scenario:
+    """Read, merge over defaults, apply --set overrides and validate a scenario file."""
+    raw, data = read_toml(path)
+    parsed = [parse_override(o, f"{path} (--set)") for o in (overrides or [])]
+    values = validate(raw, str(path))
+    if parsed:  # the file is fine on its own; a problem now is the override's
+        source = f"{path} (--set)"
+        values = validate(apply_overrides(raw, parsed, source), source)
+    return Scenario(values, str(path), hashlib.sha256(data).hexdigest(), parsed)
+
+
+def from_dict(raw: dict[str, Any], source: str = "<memory>") -> Scenario:
+    """A scenario from a dict (tests, UI, sweeps): same validation as a file."""
+    return Scenario(validate(raw, source), source)

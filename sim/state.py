@@ -1,0 +1,168 @@
+"""The model's state: numpy arrays for organizations, individuals, alliances and ties.
+
+Ties are stored by dyad: row k of the dyad arrays is one pair of people (one on each side of an
+alliance), and column s of T and O is the directed tie held by the person on side s toward the
+person on the other side. So T[:, 0] is i->j, T[:, 1] is j->i, and the reverse of every tie is
+T[:, ::-1]. Only dyads of active alliances are kept; an ended alliance keeps its final summary in
+the alliance arrays.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import networkx as nx
+import numpy as np
+
+VALUE_KINDS = ("revenue", "market_access", "learning", "speed", "risk_sharing")
+IN, UNDECIDED, OUT = 1, 0, -1
+REGIME_NAMES = {IN: "spiral_in", UNDECIDED: "undecided", OUT: "spiral_out"}
+
+FLOAT = np.float64
+
+
+@dataclass
+class State:
+    # organizations
+    culture: np.ndarray  # (n_org,) latent abundance of the culture
+    horizon: np.ndarray  # (n_org,) patience horizon in steps
+    abundant_start: np.ndarray  # (n_org,) bool: culture started in abundance
+    # individuals
+    org: np.ndarray  # (n_ind,) employer
+    a: np.ndarray  # (n_ind,) latent abundance
+    m: np.ndarray  # (n_ind,) bool expressed mindset: True = abundance
+    p: np.ndarray  # (n_ind, K) perspective
+    # alliances (every alliance ever formed)
+    al_org: np.ndarray  # (n_al, 2) organizations on side 0 and side 1
+    al_formed: np.ndarray  # (n_al,) step formed (0 = at set-up)
+    al_ended: np.ndarray  # (n_al,) step ended, -1 while active
+    al_value: np.ndarray  # (n_al, 5) cumulative value created, by kind
+    al_perceived: np.ndarray  # (n_al,) cumulative value perceived by both sides
+    al_short: np.ndarray  # (n_al, 2) consecutive steps each side perceived too little
+    al_trust: np.ndarray  # (n_al,) mean trust over its ties (final for ended ones)
+    al_open: np.ndarray  # (n_al,) mean openness
+    al_tension: np.ndarray  # (n_al,) mean tension
+    al_level: np.ndarray  # (n_al,) mean value level v
+    al_hist: np.ndarray  # (n_al, W+1) ring buffer of the score (trust+openness)/2
+    al_regime: np.ndarray  # (n_al,) int8: IN, UNDECIDED, OUT
+    al_blames: np.ndarray  # (n_al,) blames so far
+    al_opps: np.ndarray  # (n_al,) opportunities so far
+    # dyads of active alliances
+    d_al: np.ndarray  # (n_d,) alliance of the dyad
+    d_ind: np.ndarray  # (n_d, 2) person on side 0, person on side 1
+    T: np.ndarray  # (n_d, 2) trust
+    O: np.ndarray  # (n_d, 2) openness
+    D: np.ndarray  # (n_d,) tension: differences avoided, not resolved
+    v: np.ndarray  # (n_d,) value level (discounted recent value created)
+    step: int = 0
+
+    @property
+    def n_org(self) -> int:
+        return len(self.culture)
+
+    @property
+    def n_ind(self) -> int:
+        return len(self.org)
+
+    @property
+    def n_al(self) -> int:
+        return len(self.al_formed)
+
+    @property
+    def active(self) -> np.ndarray:
+        return self.al_ended < 0
+
+    def copy(self) -> State:
+        return State(**{f.name: (getattr(self, f.name).copy()
+                                 if isinstance(getattr(self, f.name), np.ndarray)
+                                 else getattr(self, f.name)) for f in fields(self)})
+
+
+def make_graph(eco, seed: int) -> nx.Graph:
+    """The initial ecosystem from a networkx generator (seeded from the model's rng)."""
+    n, k = eco.organizations, eco.mean_degree
+    m = max(1, round(k / 2))
+    match eco.graph:
+        case "complete":
+            g = nx.complete_graph(n)
+        case "erdos_renyi":
+            g = nx.gnp_random_graph(n, min(1.0, k / (n - 1)), seed=seed)
+        case "barabasi_albert":
+            g = nx.barabasi_albert_graph(n, min(m, n - 1), seed=seed)
+        case "watts_strogatz":
+            kk = min(n - 1, max(2, round(k)))
+            g = nx.watts_strogatz_graph(n, kk, eco.rewire, seed=seed)
+        case "powerlaw_cluster":
+            g = nx.powerlaw_cluster_graph(n, min(m, n - 1), eco.triangles, seed=seed)
+        case other:  # validated earlier; a programming error if reached
+            raise ValueError(f"unknown graph {other}")
+    return g
+
+
+def dyads_for(al_org: np.ndarray, ipo: int) -> tuple[np.ndarray, np.ndarray]:
+    """Dyads (alliance index, people on each side) for alliances al_org with ipo people each.
+
+    Person j of organization o has index o * ipo + j; every person on one side meets every
+    person on the other.
+    """
+    n_al = len(al_org)
+    jj = np.arange(ipo)
+    left = (al_org[:, 0, None, None] * ipo + jj[None, :, None])  # (n_al, ipo, 1)
+    right = (al_org[:, 1, None, None] * ipo + jj[None, None, :])  # (n_al, 1, ipo)
+    left, right = np.broadcast_arrays(left, right)
+    d_al = np.repeat(np.arange(n_al, dtype=np.int64), ipo * ipo)
+    d_ind = np.stack([left.reshape(-1), right.reshape(-1)], axis=1).astype(np.int64)
+    return d_al, d_ind
+
+
+def empty_alliances(n: int, window: int) -> dict[str, np.ndarray]:
+    return dict(
+        al_org=np.zeros((n, 2), np.int64), al_formed=np.zeros(n, np.int64),
+        al_ended=np.full(n, -1, np.int64), al_value=np.zeros((n, len(VALUE_KINDS)), FLOAT),
+        al_perceived=np.zeros(n, FLOAT), al_short=np.zeros((n, 2), np.int64),
+        al_trust=np.zeros(n, FLOAT), al_open=np.zeros(n, FLOAT), al_tension=np.zeros(n, FLOAT),
+        al_level=np.zeros(n, FLOAT), al_hist=np.zeros((n, window + 1), FLOAT),
+        al_regime=np.zeros(n, np.int8), al_blames=np.zeros(n, np.int64),
+        al_opps=np.zeros(n, np.int64))
+
+
+def initial_trust(p) -> float:
+    t = p.initial.trust
+    if p.negotiation.trust_building:
+        t = min(1.0, t + p.negotiation.trust_boost)
+    return t
+
+
+def build(p, rng: np.random.Generator) -> tuple[State, nx.Graph]:
+    """Set-up: the ecosystem graph and every array, drawn from rng in a fixed order."""
+    eco = p.ecosystem
+    graph = make_graph(eco, int(rng.integers(2**31 - 1)))
+    n, ipo, K = eco.organizations, eco.individuals_per_organization, eco.perspective_dims
+    n_ab = round(p.mindset.abundance_share * n)
+    abundant = np.zeros(n, bool)
+    abundant[rng.permutation(n)[:n_ab]] = True
+    culture = np.where(abundant, p.mindset.abundance_level, p.mindset.scarcity_level).astype(FLOAT)
+
+    org = np.repeat(np.arange(n, dtype=np.int64), ipo)
+    a = np.clip(culture[org] + p.mindset.spread * rng.standard_normal(n * ipo), 0.0, 1.0)
+    m = abundant[org].copy()
+    u = rng.random((n * ipo, K))
+    if p.negotiation.clarity:  # shared definitions: everyone starts from the same view
+        u[:] = 0.5
+    persp = (0.5 + p.initial.divergence * (u - 0.5)).astype(FLOAT)
+
+    edges = np.array(sorted((min(e), max(e)) for e in graph.edges()), dtype=np.int64)
+    edges = edges.reshape(-1, 2)
+    al = empty_alliances(len(edges), p.regimes.window)
+    al["al_org"][:] = edges
+    d_al, d_ind = dyads_for(edges, ipo)
+    nd = len(d_al)
+    t0, o0 = initial_trust(p), p.initial.openness
+    al["al_trust"][:], al["al_open"][:] = t0, o0
+    al["al_hist"][:] = (t0 + o0) / 2
+    state = State(
+        culture=culture, horizon=np.full(n, p.patience.horizon, np.int64),
+        abundant_start=abundant, org=org, a=a, m=m, p=persp, **al,
+        d_al=d_al, d_ind=d_ind, T=np.full((nd, 2), t0, FLOAT), O=np.full((nd, 2), o0, FLOAT),
+        D=np.zeros(nd, FLOAT), v=np.zeros(nd, FLOAT))
+    return state, graph
