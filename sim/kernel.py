@@ -115,18 +115,22 @@ def differences(s: State, p, rng, noise: bool, x: np.ndarray, ev: Events) -> np.
 def blame(s: State, p, ev: Events) -> np.ndarray:
     """Tension past blame_level blows up: trust falls both ways, tension resets.
 
+    Tension of n times blame_level is n quarrels: trust is multiplied by (1 - blame_cost)^n.
     Deterministic, so it also runs with noise off (a scheduled shock can still cause blame).
-    Returns per person the share of own ties blamed (experiences are shares of one's ties,
-    so a busy person is not hurt more per event).
+    Returns per person the blames suffered as a share of own ties (experiences are shares of
+    one's ties, so a busy person is not hurt more per event).
     """
     hit = s.D > p.differences.blame_level
     if not hit.any():
         return np.zeros(s.n_ind)
-    s.T[hit] *= 1.0 - p.differences.blame_cost
+    n = np.floor(s.D[hit] / p.differences.blame_level)
+    s.T[hit] *= ((1.0 - p.differences.blame_cost) ** n)[:, None]
     s.D[hit] = 0.0
     ev.blamed = np.unique(s.d_al[hit])
-    np.add.at(s.al_blames, s.d_al[hit], 1)
-    return per_person(s, hit.astype(float)) / np.maximum(degree(s), 1)
+    np.add.at(s.al_blames, s.d_al[hit], n.astype(np.int64))
+    w = np.zeros(len(s.D))
+    w[hit] = n
+    return per_person(s, w) / np.maximum(degree(s), 1)
 
 
 # 5. Pie: value created, claims, perceived value ----------------------------------------------

@@ -20,6 +20,9 @@ from .scenario import INTERVENTIONS, Scenario, ScenarioError, from_dict, load
 from .state import REGIME_NAMES, VALUE_KINDS, build
 
 
+TRACKED = 60  # alliances whose (trust, openness) path is kept for the phase portrait
+
+
 class AllianceModel(mesa.Model):
     """An ecosystem of organizations whose people's ties spiral in or out.
 
@@ -50,6 +53,10 @@ class AllianceModel(mesa.Model):
         self._schedule: dict[int, list[dict]] = defaultdict(list)
         for item in scenario.values["interventions"]:
             self._schedule[item["step"]].append(item)
+        # a light record of a few alliances' paths, for the phase portrait
+        self._track = np.arange(min(TRACKED, self.state.n_al))
+        self._traj = [(self.state.al_trust[self._track].copy(),
+                       self.state.al_open[self._track].copy())]
         self.last_events = kernel.Events()
         self.last_metrics = metrics.step_metrics(self.state, self.p, self.last_events)
         self.datacollector = mesa.DataCollector(
@@ -72,6 +79,7 @@ class AllianceModel(mesa.Model):
             self.graph.add_edges_from(s.al_org[ev.formed].tolist())
         self.last_events = ev
         self.last_metrics = metrics.step_metrics(s, self.p, ev)
+        self._traj.append((s.al_trust[self._track].copy(), s.al_open[self._track].copy()))
         self.datacollector.collect(self)
         if s.step >= self.scenario_spec.steps:
             self.running = False
@@ -101,6 +109,14 @@ class AllianceModel(mesa.Model):
         df = self.datacollector.get_model_vars_dataframe()
         df.insert(0, "step", np.arange(1, len(df) + 1, dtype=np.int64))
         return df.reset_index(drop=True)
+
+    def trajectories(self) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+        """(trust, openness) paths of the first TRACKED alliances, from the start."""
+        if not len(self._track):
+            return {}
+        tt = np.stack([t for t, _ in self._traj])
+        oo = np.stack([o for _, o in self._traj])
+        return {int(a): (tt[:, k], oo[:, k]) for k, a in enumerate(self._track)}
 
     def alliances(self) -> dict[str, np.ndarray]:
         """One row per alliance ever formed: ids, dates, final state, value by kind, regime."""

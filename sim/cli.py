@@ -1,0 +1,128 @@
+"""The `spiral` command: run, validate (and, as they land, sweep, analyse, ui, bench, compare).
+
+A thin layer over the Model API. Bad input is one line on stderr naming the file, the key and
+what was expected, with exit code 2; nothing is written before the input is known to be good.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from .scenario import ScenarioError
+
+DEFAULT_SCENARIO = "scenarios/baseline.toml"
+EXIT_BAD_INPUT = 2
+
+
+class UsageError(Exception):
+    """Bad command-line use (reported like bad scenario input)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line and exit 2, as for scenario errors
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def _scenario_path(arg: str | None) -> Path:
+    if arg:
+        return Path(arg)
+    path = Path(DEFAULT_SCENARIO)
+    if not path.exists():  # run from elsewhere: the packaged scenarios next to sim/
+        alt = Path(__file__).resolve().parent.parent / DEFAULT_SCENARIO
+        if alt.exists():
+            return alt
+    return path
+
+
+def cmd_run(args) -> int:
+    from .model import AllianceModel
+    from .outputs import write_run
+    from .scenario import load
+
+    overrides = list(args.set or [])
+    if args.steps is not None:
+        overrides.append(f"steps={args.steps}")
+    if args.seed is not None:
+        overrides.append(f"seed={args.seed}")
+    scenario = load(_scenario_path(args.scenario), overrides)
+    out = Path(args.out) if args.out else Path("runs") / f"{scenario.name}-{scenario.seed}"
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out}: expected a directory, got a file")
+    t0 = time.perf_counter()
+    model = AllianceModel(scenario)
+    if args.quiet:
+        model.run()
+    else:
+        from tqdm import tqdm
+
+        with tqdm(total=scenario.steps, desc=scenario.name, unit="step", leave=False,
+                  file=sys.stderr) as bar:
+            model.run(progress=bar.update)
+    paths = write_run(model, out)
+    s = model.summary()
+    elapsed = time.perf_counter() - t0
+    print(f"{scenario.name} seed {s['seed']}: {s['steps']} steps, {s['alliances_formed']} "
+          f"alliances ({s['failure_rate']:.0%} ended), mean trust {s['mean_trust']:.2f}, "
+          f"spiral in {s['share_spiral_in']:.0%} / out {s['share_spiral_out']:.0%} / undecided "
+          f"{s['share_undecided']:.0%} [{elapsed:.1f}s]")
+    print(f"results: {out}/  (summary.json, timeseries.parquet, alliances.parquet, "
+          f"network.graphml)")
+    print(f"plot:    {paths['figure']}")
+    return 0
+
+
+def cmd_validate(args) -> int:
+    from .scenario import load
+
+    bad = 0
+    for f in args.files:
+        try:
+            load(f, args.set or [])
+            print(f"{f}: ok")
+        except ScenarioError as e:
+            print(f"error: {e}", file=sys.stderr)
+            bad += 1
+    return EXIT_BAD_INPUT if bad else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = _Parser(prog="spiral", description="Trust and openness spirals in strategic alliances.")
+    from . import __version__
+
+    ap.add_argument("--version", action="version", version=f"alliance-spiral {__version__}")
+    sub = ap.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    r = sub.add_parser("run", help="run one scenario and write its results")
+    r.add_argument("scenario", nargs="?", help=f"scenario TOML file (default {DEFAULT_SCENARIO})")
+    r.add_argument("--steps", type=int, help="override the number of steps")
+    r.add_argument("--seed", type=int, help="override the seed")
+    r.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a scenario key, e.g. mindset.abundance_share=0.3 (repeatable)")
+    r.add_argument("--out", help="output folder (default runs/<name>-<seed>/)")
+    r.add_argument("--quiet", action="store_true", help="no progress bar")
+    r.set_defaults(func=cmd_run)
+
+    v = sub.add_parser("validate", help="check scenario files without running them")
+    v.add_argument("files", nargs="+", help="scenario TOML files")
+    v.add_argument("--set", action="append", metavar="KEY=VALUE", help="check with overrides")
+    v.set_defaults(func=cmd_validate)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        return args.func(args)
+    except (ScenarioError, UsageError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,94 @@
+"""The dyad map: many independent two-person alliances stepped by the kernel itself.
+
+Used for the phase portrait (vector field and basin of attraction in the (trust, openness)
+plane) and by the tests of L1 and L7. Nothing here re-implements the dynamics: each grid point is
+a dyad of its own in one State, and the kernel's own functions step them all at once.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+
+from . import kernel
+from .state import State, empty_alliances
+
+
+def deterministic(p):
+    """A copy of params with noise off (the step is then a deterministic map)."""
+    q = copy.deepcopy(p)
+    q.noise.enabled = False
+    return q
+
+
+def dyad_state(p, T0, O0, abundance=(True, False), divergence: float | None = None) -> State:
+    """len(T0) independent alliances of one dyad each; side 0 and side 1 hold the given
+    mindsets; trust and openness start at T0, O0 on both ties; perspectives differ by
+    `divergence` on every topic (default: trust.divergence_ref, the neutral level)."""
+    T0 = np.atleast_1d(np.asarray(T0, float))
+    O0 = np.broadcast_to(np.atleast_1d(np.asarray(O0, float)), T0.shape).copy()
+    n = len(T0)
+    K = p.ecosystem.perspective_dims
+    d = p.trust.divergence_ref if divergence is None else divergence
+    abund = np.tile(np.asarray(abundance, bool), n)
+    level = np.where(abund, p.mindset.abundance_level, p.mindset.scarcity_level)
+    persp = np.empty((2 * n, K))
+    persp[0::2] = 0.5 - d / 2
+    persp[1::2] = 0.5 + d / 2
+    al = empty_alliances(n, p.regimes.window)
+    al["al_org"][:] = np.arange(2 * n).reshape(n, 2)
+    x = O0 * O0
+    v = p.value.exchange * x / (1.0 - p.value.memory)  # value level at rest for this exchange
+    s = State(culture=level.copy(), horizon=np.full(2 * n, p.patience.horizon),
+              abundant_start=abund, org=np.arange(2 * n), a=level.copy(), m=abund.copy(),
+              p=persp, **al, d_al=np.arange(n), d_ind=np.arange(2 * n).reshape(n, 2),
+              T=np.repeat(T0[:, None], 2, axis=1), O=np.repeat(O0[:, None], 2, axis=1),
+              D=np.zeros(n), v=v)
+    s.al_hist[:] = ((T0 + O0) / 2)[:, None]
+    return s
+
+
+def grid(n: int):
+    xs = np.linspace(0.0, 1.0, n)
+    tt, oo = np.meshgrid(xs, xs)  # rows: openness, columns: trust
+    return xs, tt.ravel(), oo.ravel()
+
+
+def vector_field(p, mixed: bool = True, n: int = 21):
+    """One deterministic step from every grid point: mean change of trust and openness.
+
+    Returns (xs, ys, dT, dO) shaped for matplotlib's streamplot (rows = openness).
+    """
+    q = deterministic(p)
+    xs, tt, oo = grid(n)
+    s = dyad_state(q, tt, oo, (True, not mixed))
+    kernel.step(s, q, None)
+    dT = s.T.mean(axis=1) - tt
+    dO = s.O.mean(axis=1) - oo
+    return xs, xs, dT.reshape(n, n), dO.reshape(n, n)
+
+
+def basin(p, mixed: bool = True, n: int = 41, steps: int = 400):
+    """Where each start in the (trust, openness) plane ends up with noise off.
+
+    Returns (xs, score) with score the final (trust+openness)/2, shaped (n, n), rows =
+    openness. The basin boundary (separatrix) is the 0.5 contour of score.
+    """
+    q = deterministic(p)
+    xs, tt, oo = grid(n)
+    s = dyad_state(q, tt, oo, (True, not mixed))
+    for _ in range(steps):
+        kernel.step(s, q, None)
+    score = 0.5 * (s.T.mean(axis=1) + s.O.mean(axis=1))
+    return xs, score.reshape(n, n)
+
+
+def run_dyad(p, T0: float, O0: float, steps: int, abundance=(True, False),
+             divergence: float | None = None) -> State:
+    """Run one deterministic dyad from (T0, O0) for `steps` steps."""
+    q = deterministic(p)
+    s = dyad_state(q, [T0], [O0], abundance, divergence)
+    for _ in range(steps):
+        kernel.step(s, q, None)
+    return s
