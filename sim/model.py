@@ -19,7 +19,6 @@ from .agents import Individual, Organization
 from .scenario import INTERVENTIONS, Scenario, ScenarioError, from_dict, load
 from .state import REGIME_NAMES, VALUE_KINDS, build
 
-
 TRACKED = 60  # alliances whose (trust, openness) path is kept for the phase portrait
 
 
@@ -49,7 +48,8 @@ class AllianceModel(mesa.Model):
                                                         list(range(self.state.n_org)))
         self.individuals = Individual.create_agents(self, self.state.n_ind,
                                                     list(range(self.state.n_ind)))
-        self.individuals_list = list(self.individuals)
+        self.organizations_list = self.organizations.to_list()
+        self.individuals_list = self.individuals.to_list()
         self._schedule: dict[int, list[dict]] = defaultdict(list)
         for item in scenario.values["interventions"]:
             self._schedule[item["step"]].append(item)
@@ -62,6 +62,12 @@ class AllianceModel(mesa.Model):
         self.datacollector = mesa.DataCollector(
             model_reporters={k: (lambda m, k=k: m.last_metrics[k]) for k in metrics.SERIES_KEYS})
         self.running = True
+
+    def organization(self, i: int) -> Organization:
+        return self.organizations_list[i]
+
+    def individual(self, i: int) -> Individual:
+        return self.individuals_list[i]
 
     # --- stepping -----------------------------------------------------------------------
     @property

@@ -1,0 +1,105 @@
+"""Each intervention changes the state it should, for the targets it names and no others."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sim.model import AllianceModel
+from sim.scenario import ScenarioError
+
+
+def model(**over):
+    base = {"steps": 100, "mindset": {"abundance_share": 0.5}}
+    base.update(over)
+    m = AllianceModel(base)
+    m.run(40)
+    return m
+
+
+def touched(m, orgs):
+    s = m.state
+    mask = np.zeros(s.n_org, bool)
+    mask[orgs] = True
+    return mask[s.al_org[s.d_al]].any(axis=1)
+
+
+def test_share_perspectives_opens_and_converges_only_targets():
+    m = model()
+    s = m.state
+    sel = touched(m, [0, 1])
+    O0, d0 = s.O.copy(), np.abs(s.p[s.d_ind[:, 0]] - s.p[s.d_ind[:, 1]]).mean(axis=1)
+    m.intervene("share_perspectives", [0, 1], 0.6)
+    assert np.allclose(s.O[sel], O0[sel] + 0.6 * (1 - O0[sel]))
+    assert np.array_equal(s.O[~sel], O0[~sel])
+    d1 = np.abs(s.p[s.d_ind[:, 0]] - s.p[s.d_ind[:, 1]]).mean(axis=1)
+    assert d1[sel].mean() < d0[sel].mean()
+
+
+def test_neutralize_clears_tension():
+    m = model()
+    s = m.state
+    s.D[:] = 1.0
+    m.intervene("neutralize", "all", 1.0)
+    assert np.all(s.D == 0.0)
+    s.D[:] = 1.0
+    m.intervene("neutralize", "all", 0.25)
+    assert np.allclose(s.D, 0.75)
+
+
+def test_coach_mindset_raises_latent_abundance_and_flips_with_hysteresis():
+    m = model()
+    s = m.state
+    who = s.org == 3
+    a0 = s.a.copy()
+    m.intervene("coach_mindset", [3], 0.5)
+    assert np.allclose(s.a[who], a0[who] + 0.5 * (1 - a0[who]))
+    assert np.array_equal(s.a[~who], a0[~who])
+    assert np.all(s.m[who] == (s.a[who] > 0.65) | (s.m[who] & (s.a[who] >= 0.35)))
+
+
+def test_set_patience_sets_horizon():
+    m = model()
+    m.intervene("set_patience", [2, 5], 7)
+    assert m.state.horizon[2] == 7 and m.state.horizon[5] == 7
+    assert m.state.horizon[0] == 60
+    assert m.organization(2).horizon == 7
+
+
+def test_shock_raises_tension_and_blame_lowers_trust():
+    m = model(noise={"enabled": False})
+    s = m.state
+    T0 = s.al_trust.copy()
+    m.intervene("shock", "all", 10.0)
+    assert s.D.min() > 0
+    m.step()
+    assert np.all(s.al_trust[s.active] < T0[s.active])
+    assert s.al_blames.sum() > 0
+
+
+def test_scheduled_interventions_run_at_their_step():
+    sched = [{"step": 30, "kind": "set_patience", "target": [1], "dose": 999}]
+    m = AllianceModel({"steps": 40, "interventions": sched})
+    m.run(29)
+    assert m.state.horizon[1] == 60
+    m.step()
+    assert m.state.horizon[1] == 999
+
+
+def test_unknown_intervention_is_a_clear_error():
+    m = model()
+    with pytest.raises(ScenarioError, match="expected one of share_perspectives"):
+        m.intervene("hug", "all", 1.0)
+
+
+def test_negotiation_principles_set_initial_conditions():
+    base = AllianceModel({"mindset": {"abundance_share": 0.5}})
+    all4 = AllianceModel({"mindset": {"abundance_share": 0.5},
+                          "negotiation": {"clarity": True, "empathy": True,
+                                          "trust_building": True, "interests": True}})
+    assert np.all(all4.state.p == all4.state.p[0])  # clarity: one shared view
+    assert base.state.T.mean() == 0.5 and all4.state.T.mean() == 0.75  # trust-building
+    from sim.kernel import claims, talk_rate
+    assert talk_rate(all4.p) == 2 * talk_rate(base.p)  # empathy
+    assert np.all(claims(all4.state, all4.p) == 0.5)  # interests over positions
+    assert claims(base.state, base.p).max() == 0.65
