@@ -79,7 +79,7 @@ def write_graphml(path: Path, graph: nx.Graph, summary: dict) -> Path:
 
 def plot_run(model, title: str | None = None):
     """The run figure: trust and openness, regime shares, the phase portrait, value."""
-    from .dyad import vector_field  # late import: only plots need it
+    from .dyad import basin, vector_field  # late import: only plots need it
 
     df = model.timeseries()
     fig, axes = plt.subplots(2, 2, figsize=(12, 8.5), constrained_layout=True)
@@ -103,6 +103,11 @@ def plot_run(model, title: str | None = None):
     ax = axes[1, 0]
     xs, ys, u, v = vector_field(model.p, mixed=True)
     ax.streamplot(xs, ys, u, v, color="#cccccc", density=0.9, linewidth=0.7, arrowsize=0.8)
+    bx, score = basin(model.p, mixed=True, n=41, steps=300)
+    if score.min() < 0.5 < score.max():
+        cs = ax.contour(bx, bx, score, levels=[0.5], colors="#333333", linestyles="--",
+                        linewidths=1.2)
+        ax.clabel(cs, fmt={0.5: "separatrix"}, fontsize=8)
     tr = model.trajectories()
     for a, (tt, oo) in tr.items():
         reg = model.state.al_regime[a]
