@@ -37,14 +37,19 @@ class Events:
 def per_person(s: State, w0, w1=None) -> np.ndarray:
     """Sum of per-tie weights onto the tie holders: w0 for side-0 people, w1 for side-1."""
     n = s.n_ind
+    t = s.topology()
     if w1 is None:
         w1 = w0
-    return (np.bincount(s.d_ind[:, 0], w0, n) + np.bincount(s.d_ind[:, 1], w1, n))
+    return np.bincount(t.i0, w0, n) + np.bincount(t.i1, w1, n)
 
 
 def degree(s: State) -> np.ndarray:
-    n = s.n_ind
-    return np.bincount(s.d_ind[:, 0], minlength=n) + np.bincount(s.d_ind[:, 1], minlength=n)
+    return s.topology().deg
+
+
+def unique_alliances(s: State, rows) -> np.ndarray:
+    """Sorted distinct alliances of the given dyad rows (a bincount: no sort of the rows)."""
+    return np.flatnonzero(np.bincount(s.d_al[rows], minlength=s.n_al))
 
 
 def talk_rate(p) -> float:
@@ -58,22 +63,33 @@ def talk(s: State, p, rng, noise: bool) -> tuple[np.ndarray, np.ndarray]:
     Returns the mutual exchange x (per dyad, from this step's openness) and the divergence d
     after talking.
     """
-    i0, i1 = s.d_ind[:, 0], s.d_ind[:, 1]
-    x = s.O[:, 0] * s.O[:, 1]
-    deg = degree(s)
-    inv = 1.0 / np.maximum(deg, 1)
-    diff = s.p[i1] - s.p[i0]  # (n_d, K): from side-0 person toward side-1 person
+    t = s.topology()
+    i0, i1, inv = t.i0, t.i1, t.inv
+    O0, O1 = s.O[:, 0], s.O[:, 1]
+    x = O0 * O1
     mu = talk_rate(p)
     move = np.empty_like(s.p)
     for k in range(s.p.shape[1]):  # K topics (a handful), not ties
-        move[:, k] = per_person(s, s.O[:, 1] * diff[:, k], -s.O[:, 0] * diff[:, k])
+        pk = s.p[:, k]
+        diff = pk[i1] - pk[i0]  # from the side-0 person toward the side-1 person
+        move[:, k] = per_person(s, O1 * diff, -(O0 * diff))
     s.p += (mu * inv)[:, None] * move
     if noise and p.talk.noise > 0:
         mean_x = per_person(s, x) * inv
         s.p += (p.talk.noise * (1.0 - mean_x))[:, None] * rng.standard_normal(s.p.shape)
     np.clip(s.p, 0.0, 1.0, out=s.p)
-    d = np.abs(s.p[i0] - s.p[i1]).mean(axis=1)
-    return x, d
+    return x, divergence(s)
+
+
+def divergence(s: State) -> np.ndarray:
+    """d = mean over topics of |p_i - p_j| for every dyad."""
+    t = s.topology()
+    d = np.zeros(len(t.i0))
+    for k in range(s.p.shape[1]):
+        pk = s.p[:, k]
+        d += np.abs(pk[t.i0] - pk[t.i1])
+    d /= s.p.shape[1]
+    return d
 
 
 def confront_prob(s: State, p, x: np.ndarray) -> np.ndarray:
@@ -107,8 +123,8 @@ def differences(s: State, p, rng, noise: bool, x: np.ndarray, ev: Events) -> np.
     if p.differences.opportunity_trust > 0 and found.any():
         f = idx[found]
         s.T[f] += p.differences.opportunity_trust * (1.0 - s.T[f])
-    ev.avoided = np.unique(s.d_al[avoided])
-    ev.opportunities = np.unique(s.d_al[idx[found]])
+    ev.avoided = unique_alliances(s, avoided)
+    ev.opportunities = unique_alliances(s, idx[found])
     return opp
 
 
@@ -126,7 +142,7 @@ def blame(s: State, p, ev: Events) -> np.ndarray:
     n = np.floor(s.D[hit] / p.differences.blame_level)
     s.T[hit] *= ((1.0 - p.differences.blame_cost) ** n)[:, None]
     s.D[hit] = 0.0
-    ev.blamed = np.unique(s.d_al[hit])
+    ev.blamed = unique_alliances(s, hit)
     np.add.at(s.al_blames, s.d_al[hit], n.astype(np.int64))
     w = np.zeros(len(s.D))
     w[hit] = n
@@ -218,13 +234,11 @@ def mindset(s: State, p, blames: np.ndarray, hurt_by_end: np.ndarray, ev: Events
     abundance only above theta_up.
     """
     mp = p.mindset
-    deg = degree(s)
-    inv = 1.0 / np.maximum(deg, 1)
+    t = s.topology()
     good = per_person(s, (s.T[:, 0] > mp.trusted_level).astype(float),
-                      (s.T[:, 1] > mp.trusted_level).astype(float)) * inv
-    i0, i1 = s.d_ind[:, 0], s.d_ind[:, 1]
+                      (s.T[:, 1] > mp.trusted_level).astype(float)) * t.inv
     wsum = per_person(s, s.T[:, 0], s.T[:, 1])
-    peer = per_person(s, s.T[:, 0] * s.a[i1], s.T[:, 1] * s.a[i0])
+    peer = per_person(s, s.T[:, 0] * s.a[t.i1], s.T[:, 1] * s.a[t.i0])
     peer_pull = np.where(wsum > 0, peer / np.where(wsum > 0, wsum, 1.0) - s.a, 0.0)
     s.a += (mp.learn_rate * good - mp.hurt_rate * blames - mp.betrayal * hurt_by_end
             + mp.culture_pull * (s.culture[s.org] - s.a) + mp.peer_pull * peer_pull)
@@ -257,6 +271,7 @@ def end_alliances(s: State, p, ending: np.ndarray, ev: Events) -> np.ndarray:
     keep = ~drop
     for name in ("d_al", "d_ind", "T", "O", "D", "v"):
         setattr(s, name, getattr(s, name)[keep])
+    s.changed_ties()
     ev.ended = ending
     return hurt
 
@@ -334,6 +349,7 @@ def add_alliances(s: State, p, pairs: np.ndarray) -> np.ndarray:
     s.O = np.concatenate([s.O, np.full((nd, 2), o0)])
     s.D = np.concatenate([s.D, np.zeros(nd)])
     s.v = np.concatenate([s.v, np.zeros(nd)])
+    s.changed_ties()
     return np.arange(start, start + k)
 
 

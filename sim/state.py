@@ -9,7 +9,7 @@ the alliance arrays.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 
 import networkx as nx
 import numpy as np
@@ -19,6 +19,24 @@ IN, UNDECIDED, OUT = 1, 0, -1
 REGIME_NAMES = {IN: "spiral_in", UNDECIDED: "undecided", OUT: "spiral_out"}
 
 FLOAT = np.float64
+
+
+@dataclass
+class Topology:
+    """Derived from the dyad rows: contiguous holder indices and degrees."""
+
+    n_d: int
+    i0: np.ndarray
+    i1: np.ndarray
+    deg: np.ndarray
+    inv: np.ndarray  # 1 / max(deg, 1)
+
+    @classmethod
+    def of(cls, d_ind: np.ndarray, n_ind: int) -> Topology:
+        i0 = np.ascontiguousarray(d_ind[:, 0])
+        i1 = np.ascontiguousarray(d_ind[:, 1])
+        deg = np.bincount(i0, minlength=n_ind) + np.bincount(i1, minlength=n_ind)
+        return cls(len(i0), i0, i1, deg, 1.0 / np.maximum(deg, 1))
 
 
 @dataclass
@@ -55,6 +73,16 @@ class State:
     D: np.ndarray  # (n_d,) tension: differences avoided, not resolved
     v: np.ndarray  # (n_d,) value level (discounted recent value created)
     step: int = 0
+    _topo: Topology | None = field(default=None, repr=False, compare=False)
+
+    def topology(self) -> Topology:
+        """Tie holders and degrees, cached until the dyad rows change (ending, formation)."""
+        if self._topo is None or self._topo.n_d != len(self.d_al):
+            self._topo = Topology.of(self.d_ind, self.n_ind)
+        return self._topo
+
+    def changed_ties(self) -> None:
+        self._topo = None
 
     @property
     def n_org(self) -> int:
@@ -75,7 +103,8 @@ class State:
     def copy(self) -> State:
         return State(**{f.name: (getattr(self, f.name).copy()
                                  if isinstance(getattr(self, f.name), np.ndarray)
-                                 else getattr(self, f.name)) for f in fields(self)})
+                                 else getattr(self, f.name)) for f in fields(self)
+                        if f.name != "_topo"})
 
 
 def make_graph(eco, seed: int) -> nx.Graph:
