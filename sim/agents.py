@@ -105,8 +105,8 @@ class Individual(mesa.Agent):
         s = self._s
         out = {"partner": [], "trust": [], "openness": []}
         for side in (0, 1):
-            rows = np.flatnonzero(s.d_ind[:, side] == self.row)
-            out["partner"].append(s.d_ind[rows, 1 - side])
-            out["trust"].append(s.T[rows, side])
-            out["openness"].append(s.O[rows, side])
+            rows = np.flatnonzero(s.d_ind[side] == self.row)
+            out["partner"].append(s.d_ind[1 - side, rows])
+            out["trust"].append(s.T[side, rows])
+            out["openness"].append(s.O[side, rows])
         return {k: np.concatenate(v) for k, v in out.items()}

@@ -12,7 +12,7 @@ import copy
 import numpy as np
 
 from . import kernel
-from .state import State, empty_alliances
+from .state import INDEX, State, empty_alliances
 
 
 def deterministic(p):
@@ -42,8 +42,9 @@ def dyad_state(p, T0, O0, abundance=(True, False), divergence: float | None = No
     v = p.value.exchange * x / (1.0 - p.value.memory)  # value level at rest for this exchange
     s = State(culture=level.copy(), horizon=np.full(2 * n, p.patience.horizon),
               abundant_start=abund, org=np.arange(2 * n), a=level.copy(), m=abund.copy(),
-              p=persp, **al, d_al=np.arange(n), d_ind=np.arange(2 * n).reshape(n, 2),
-              T=np.repeat(T0[:, None], 2, axis=1), O=np.repeat(O0[:, None], 2, axis=1),
+              p=persp, **al, d_al=np.arange(n, dtype=INDEX),
+              d_ind=np.arange(2 * n, dtype=INDEX).reshape(n, 2).T.copy(),
+              T=np.stack([T0, T0]), O=np.stack([O0, O0]),
               D=np.zeros(n), v=v)
     s.al_hist[:] = ((T0 + O0) / 2)[:, None]
     return s
@@ -64,8 +65,8 @@ def vector_field(p, mixed: bool = True, n: int = 21):
     xs, tt, oo = grid(n)
     s = dyad_state(q, tt, oo, (True, not mixed))
     kernel.step(s, q, None)
-    dT = s.T.mean(axis=1) - tt
-    dO = s.O.mean(axis=1) - oo
+    dT = s.T.mean(axis=0) - tt
+    dO = s.O.mean(axis=0) - oo
     return xs, xs, dT.reshape(n, n), dO.reshape(n, n)
 
 
@@ -80,7 +81,7 @@ def basin(p, mixed: bool = True, n: int = 41, steps: int = 400):
     s = dyad_state(q, tt, oo, (True, not mixed))
     for _ in range(steps):
         kernel.step(s, q, None)
-    score = 0.5 * (s.T.mean(axis=1) + s.O.mean(axis=1))
+    score = 0.5 * (s.T.mean(axis=0) + s.O.mean(axis=0))
     return xs, score.reshape(n, n)
 
 

@@ -15,16 +15,16 @@ from .state import VALUE_KINDS, State
 def _dyads(s: State, org_mask: np.ndarray) -> np.ndarray:
     """Dyads of active alliances with at least one targeted organization."""
     sides = s.al_org[s.d_al]
-    return org_mask[sides[:, 0]] | org_mask[sides[:, 1]]
+    return org_mask[sides[:, 0]] | org_mask[sides[:, 1]]  # over dyads (columns of T, O)
 
 
 def share_perspectives(s: State, p, rng, org_mask, dose: float) -> None:
     """Openly share perspectives: openness rises toward 1 by dose, and each person's
     perspective moves dose/2 of the way toward the partners' (dose 1 meets in the middle)."""
     sel = _dyads(s, org_mask)
-    s.O[sel] += dose * (1.0 - s.O[sel])
+    s.O[:, sel] += dose * (1.0 - s.O[:, sel])
     w = sel.astype(float)
-    i0, i1 = s.d_ind[:, 0], s.d_ind[:, 1]
+    i0, i1 = s.d_ind
     n = per_person(s, w)
     diff = s.p[i1] - s.p[i0]
     move = np.stack([per_person(s, w * diff[:, k], -w * diff[:, k])
@@ -39,7 +39,7 @@ def neutralize(s: State, p, rng, org_mask, dose: float) -> None:
     sel = np.flatnonzero(_dyads(s, org_mask))
     had = s.D[sel] > 0
     s.D[sel] *= 1.0 - dose
-    chance = dose * s.T[sel].mean(axis=1) * had
+    chance = dose * 0.5 * (s.T[0, sel] + s.T[1, sel]) * had
     if p.noise.enabled:
         gain = (rng.random(len(sel)) < chance).astype(float)
     else:
@@ -54,7 +54,7 @@ def _add_opportunity(s: State, p, sel: np.ndarray, gain: np.ndarray) -> None:
     split = np.full(len(VALUE_KINDS), (1.0 - p.value.revenue_share) / (len(VALUE_KINDS) - 1))
     split[0] = p.value.revenue_share
     s.al_value += created[:, None] * split[None, :]
-    s.T[sel] += p.differences.opportunity_trust * gain[:, None] * (1.0 - s.T[sel])
+    s.T[:, sel] += p.differences.opportunity_trust * gain * (1.0 - s.T[:, sel])
 
 
 def coach_mindset(s: State, p, rng, org_mask, dose: float) -> None:
@@ -75,7 +75,7 @@ def shock(s: State, p, rng, org_mask, dose: float) -> None:
     """A crisis: a difference of size dose on every targeted tie. Confronted ones are
     neutralized; avoided ones add to tension (and may blow up into blame this step)."""
     sel = np.flatnonzero(_dyads(s, org_mask))
-    q = confront_prob(s, p, s.O[:, 0] * s.O[:, 1])[sel]
+    q = confront_prob(s, p, s.O[0] * s.O[1])[sel]
     if p.noise.enabled:
         avoided = (rng.random(len(sel)) >= q).astype(float)
     else:

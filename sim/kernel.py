@@ -40,7 +40,9 @@ def per_person(s: State, w0, w1=None) -> np.ndarray:
     t = s.topology()
     if w1 is None:
         w1 = w0
-    return np.bincount(t.i0, w0, n) + np.bincount(t.i1, w1, n)
+    out = np.bincount(t.i0, w0, n).astype(float, copy=False)  # (int when there are no ties)
+    out += np.bincount(t.i1, w1, n)
+    return out
 
 
 def degree(s: State) -> np.ndarray:
@@ -56,6 +58,20 @@ def talk_rate(p) -> float:
     return p.talk.rate * (p.negotiation.empathy_factor if p.negotiation.empathy else 1.0)
 
 
+def by_mindset(s: State, abundance: float, scarcity: float) -> np.ndarray:
+    """Per tie (2, n_d): `abundance` where the holder is in abundance, else `scarcity`."""
+    return np.where(s.m, abundance, scarcity)[s.d_ind]
+
+
+def sigmoid_(z: np.ndarray) -> np.ndarray:
+    """In place: z <- 1/(1+e^-z), computed as (1 + tanh(z/2))/2 (no overflow)."""
+    z *= 0.5
+    np.tanh(z, out=z)
+    z += 1.0
+    z *= 0.5
+    return z
+
+
 # 1. Talk -------------------------------------------------------------------------------------
 def talk(s: State, p, rng, noise: bool) -> tuple[np.ndarray, np.ndarray]:
     """Perspectives move toward partners by mu * O_ji; without exchange they drift apart.
@@ -64,18 +80,19 @@ def talk(s: State, p, rng, noise: bool) -> tuple[np.ndarray, np.ndarray]:
     after talking.
     """
     t = s.topology()
-    i0, i1, inv = t.i0, t.i1, t.inv
-    O0, O1 = s.O[:, 0], s.O[:, 1]
+    O0, O1 = s.O
     x = O0 * O1
     mu = talk_rate(p)
     move = np.empty_like(s.p)
     for k in range(s.p.shape[1]):  # K topics (a handful), not ties
         pk = s.p[:, k]
-        diff = pk[i1] - pk[i0]  # from the side-0 person toward the side-1 person
+        diff = pk[t.i1]
+        diff -= pk[t.i0]  # from the side-0 person toward the side-1 person
         move[:, k] = per_person(s, O1 * diff, -(O0 * diff))
-    s.p += (mu * inv)[:, None] * move
+    move *= (mu * t.inv)[:, None]
+    s.p += move
     if noise and p.talk.noise > 0:
-        mean_x = per_person(s, x) * inv
+        mean_x = per_person(s, x) * t.inv
         s.p += (p.talk.noise * (1.0 - mean_x))[:, None] * rng.standard_normal(s.p.shape)
     np.clip(s.p, 0.0, 1.0, out=s.p)
     return x, divergence(s)
@@ -84,150 +101,172 @@ def talk(s: State, p, rng, noise: bool) -> tuple[np.ndarray, np.ndarray]:
 def divergence(s: State) -> np.ndarray:
     """d = mean over topics of |p_i - p_j| for every dyad."""
     t = s.topology()
-    d = np.zeros(len(t.i0))
+    d = np.zeros(t.n_d)
     for k in range(s.p.shape[1]):
         pk = s.p[:, k]
-        d += np.abs(pk[t.i0] - pk[t.i1])
+        diff = pk[t.i0]
+        diff -= pk[t.i1]
+        d += np.abs(diff, out=diff)
     d /= s.p.shape[1]
     return d
 
 
 def confront_prob(s: State, p, x: np.ndarray) -> np.ndarray:
     """Chance a dyad confronts its differences: mean of the sides' styles, times (0.5+0.5x)."""
-    c = np.where(s.m, p.differences.confront_abundance, p.differences.confront_scarcity)
-    return 0.5 * (c[s.d_ind[:, 0]] + c[s.d_ind[:, 1]]) * (0.5 + 0.5 * x)
+    c = by_mindset(s, p.differences.confront_abundance, p.differences.confront_scarcity)
+    return 0.5 * (c[0] + c[1]) * (0.5 + 0.5 * x)
 
 
 # 2. Differences ------------------------------------------------------------------------------
-def differences(s: State, p, rng, noise: bool, x: np.ndarray, ev: Events) -> np.ndarray:
+def differences(s: State, p, rng, noise: bool, x: np.ndarray, ev: Events) -> np.ndarray | None:
     """Random differences, confronted (neutralized, maybe an opportunity) or avoided (tension).
 
-    Returns the number of opportunities found per dyad (0 or 1).
+    Returns the indices of dyads that found an opportunity (None when none could).
     """
-    opp = np.zeros(len(s.D))
     if not noise or p.differences.rate <= 0:
-        return opp
+        return None
     count = rng.poisson(p.differences.rate, len(s.D))
     idx = np.flatnonzero(count)
     if len(idx) == 0:
-        return opp
+        return None
     size = rng.gamma(count[idx].astype(float), p.differences.size) if p.differences.size > 0 \
         else np.zeros(len(idx))
-    confronted = rng.random(len(idx)) < confront_prob(s, p, x)[idx]
-    chance = s.T[idx].mean(axis=1)  # a confronted problem becomes an opportunity w.p. trust
+    m0, m1 = s.m[s.d_ind[0, idx]], s.m[s.d_ind[1, idx]]
+    ca, cs = p.differences.confront_abundance, p.differences.confront_scarcity
+    q = 0.5 * (np.where(m0, ca, cs) + np.where(m1, ca, cs)) * (0.5 + 0.5 * x[idx])
+    confronted = rng.random(len(idx)) < q
+    chance = 0.5 * (s.T[0, idx] + s.T[1, idx])  # a confronted problem: an opportunity w.p. trust
     found = confronted & (rng.random(len(idx)) < chance)
     s.D[idx[confronted]] = 0.0
     avoided = idx[~confronted]
     s.D[avoided] += size[~confronted]
-    opp[idx[found]] = 1.0
-    if p.differences.opportunity_trust > 0 and found.any():
-        f = idx[found]
-        s.T[f] += p.differences.opportunity_trust * (1.0 - s.T[f])
+    f = idx[found]
+    if p.differences.opportunity_trust > 0 and len(f):
+        s.T[:, f] += p.differences.opportunity_trust * (1.0 - s.T[:, f])
     ev.avoided = unique_alliances(s, avoided)
-    ev.opportunities = unique_alliances(s, idx[found])
-    return opp
+    ev.opportunities = unique_alliances(s, f)
+    return f
 
 
-def blame(s: State, p, ev: Events) -> np.ndarray:
+def blame(s: State, p, ev: Events) -> np.ndarray | float:
     """Tension past blame_level blows up: trust falls both ways, tension resets.
 
     Tension of n times blame_level is n quarrels: trust is multiplied by (1 - blame_cost)^n.
     Deterministic, so it also runs with noise off (a scheduled shock can still cause blame).
     Returns per person the blames suffered as a share of own ties (experiences are shares of
-    one's ties, so a busy person is not hurt more per event).
+    one's ties, so a busy person is not hurt more per event), or 0.0 when nobody was blamed.
     """
-    hit = s.D > p.differences.blame_level
-    if not hit.any():
-        return np.zeros(s.n_ind)
+    hit = np.flatnonzero(s.D > p.differences.blame_level)
+    if not len(hit):
+        return 0.0
     n = np.floor(s.D[hit] / p.differences.blame_level)
-    s.T[hit] *= ((1.0 - p.differences.blame_cost) ** n)[:, None]
+    s.T[:, hit] *= (1.0 - p.differences.blame_cost) ** n
     s.D[hit] = 0.0
     ev.blamed = unique_alliances(s, hit)
     np.add.at(s.al_blames, s.d_al[hit], n.astype(np.int64))
     w = np.zeros(len(s.D))
     w[hit] = n
-    return per_person(s, w) / np.maximum(degree(s), 1)
+    return per_person(s, w) * s.topology().inv
 
 
 # 5. Pie: value created, claims, perceived value ----------------------------------------------
 def claims(s: State, p) -> np.ndarray:
-    """Share of the pie each side claims: half, or more for a scarcity holder."""
+    """Share of the pie each side claims (2, n_d): half, or more for a scarcity holder."""
     if p.negotiation.interests:
         return np.full(s.T.shape, 0.5)
-    c = np.where(s.m, 0.5, p.value.claim_scarcity)
-    return c[s.d_ind]
+    return by_mindset(s, 0.5, p.value.claim_scarcity)
 
 
-def value(s: State, p, x: np.ndarray, opp: np.ndarray, ev: Events):
+def value(s: State, p, x: np.ndarray, opp, ev: Events):
     """Value created (exchange + opportunities), divided by claims, perceived by view.
 
-    Returns (perceived value level per tie, overclaim per dyad).
+    Returns (perceived value level per tie (2, n_d), overclaim per dyad).
     """
-    flow = p.value.exchange * x + p.value.opportunity * opp
+    flow = p.value.exchange * x
+    if opp is not None and len(opp):
+        flow[opp] += p.value.opportunity
+        np.add.at(s.al_opps, s.d_al[opp], 1)
     s.v *= p.value.memory
     s.v += flow
     c = claims(s, p)
-    total = c.sum(axis=1)
-    share = c / np.maximum(1.0, total)[:, None]
-    view = np.where(s.m[s.d_ind], 1.0, p.value.revenue_share)  # holistic or revenue-only
-    sv = share * view
-    perceived_level = 2.0 * sv * s.v[:, None]  # relative to a fair half of the pie
+    total = c[0] + c[1]
+    sv = c / np.maximum(1.0, total)  # share of the pie each side receives ...
+    sv *= by_mindset(s, 1.0, p.value.revenue_share)  # ... times its view: holistic or revenue
     n_al = s.n_al
     created = np.bincount(s.d_al, flow, n_al)
     split = np.full(len(VALUE_KINDS), (1.0 - p.value.revenue_share) / (len(VALUE_KINDS) - 1))
     split[0] = p.value.revenue_share
     s.al_value += created[:, None] * split[None, :]
-    s.al_perceived += np.bincount(s.d_al, (sv * flow[:, None]).sum(axis=1), n_al)
-    np.add.at(s.al_opps, s.d_al[opp > 0], 1)
-    ev.value_flow = float(flow.sum())
-    return perceived_level, np.maximum(0.0, total - 1.0)
+    s.al_perceived += np.bincount(s.d_al, (sv[0] + sv[1]) * flow, n_al)
+    ev.value_flow = float(created.sum())
+    sv *= 2.0 * s.v  # perceived value level, relative to a fair half of the pie
+    total -= 1.0
+    return sv, np.maximum(total, 0.0, out=total)
 
 
 # 3. Trust ------------------------------------------------------------------------------------
 def trust(s: State, p, perceived: np.ndarray, d: np.ndarray, overclaim: np.ndarray) -> None:
+    """T += rate * (S(k_T * e) - T), e from the partner's openness, perceived value,
+    divergence, tension, disputes and the holder's bias. `perceived` is overwritten."""
     t = p.trust
-    bias = np.where(s.m, t.bias_abundance, t.bias_scarcity)[s.d_ind]
-    arg = (t.w_openness * (s.O[:, ::-1] - t.openness_ref)
-           + t.w_value * (perceived - t.value_ref)
-           - (t.w_divergence * (d - t.divergence_ref)
-              + t.w_tension * s.D + t.w_dispute * overclaim)[:, None]
-           + bias)
-    s.T += t.rate * (sigmoid(t.steepness * arg) - s.T)
+    common = t.w_divergence * (d - t.divergence_ref)
+    common += t.w_tension * s.D
+    common += t.w_dispute * overclaim
+    e = perceived
+    e -= t.value_ref
+    e *= t.w_value
+    e += t.w_openness * (s.O[::-1] - t.openness_ref)
+    e -= common
+    e += by_mindset(s, t.bias_abundance, t.bias_scarcity)
+    e *= t.steepness
+    sigmoid_(e)
+    e -= s.T
+    e *= t.rate
+    s.T += e
 
 
 # 4. Openness ---------------------------------------------------------------------------------
-def openness(s: State, p, impatient: np.ndarray) -> None:
+def openness(s: State, p, impatient: np.ndarray | None) -> None:
+    """O += rate * (S(k_O (T - theta_O) + b + close) - O)."""
     o = p.openness
-    b = np.where(s.m, o.bias_abundance, o.bias_scarcity)[s.d_ind]
-    b = b + p.patience.close_bias * impatient
-    s.O += o.rate * (sigmoid(o.steepness * (s.T - o.threshold) + b) - s.O)
+    z = s.T - o.threshold
+    z *= o.steepness
+    z += by_mindset(s, o.bias_abundance, o.bias_scarcity)
+    if impatient is not None:
+        z += p.patience.close_bias * impatient
+    sigmoid_(z)
+    z -= s.O
+    z *= o.rate
+    s.O += z
 
 
 # 6. Patience ---------------------------------------------------------------------------------
-def patience(s: State, p, perceived: np.ndarray, noise: bool) -> tuple[np.ndarray, np.ndarray]:
+def patience(s: State, p, perceived: np.ndarray, noise: bool):
     """Each side compares its perceived value with its expectation.
 
     Short for more than half its horizon: it changes strategy and closes up (openness bias
     close_bias on its ties). Short for more than its horizon: it ends the alliance.
-    Returns (impatient flag per tie, alliances to end). Off with noise off.
+    Returns (impatient flag per tie (2, n_d) or None, alliances to end). Off with noise off.
     """
     if not noise:
-        return np.zeros(s.T.shape), np.empty(0, np.int64)
+        return None, np.empty(0, np.int64)
     n_al = s.n_al
-    cnt = np.maximum(np.bincount(s.d_al, minlength=n_al), 1)
+    cnt = np.maximum(s.topology().al_cnt, 1)
     act = s.active
     horizon = s.horizon[s.al_org]  # (n_al, 2)
     for side in (0, 1):  # two sides, not ties
-        level = np.bincount(s.d_al, perceived[:, side], n_al) / cnt
+        level = np.bincount(s.d_al, perceived[side], n_al) / cnt
         short = act & (level < p.value.expectation)
         s.al_short[:, side] = np.where(short, s.al_short[:, side] + 1, 0)
     impatient_al = s.al_short * 2 > horizon
     ending = np.flatnonzero(act & (s.al_short > horizon).any(axis=1))
-    return impatient_al[s.d_al].astype(float), ending
+    if not impatient_al.any():
+        return None, ending
+    return impatient_al[s.d_al].T.astype(float), ending
 
 
 # 7. Mindset ----------------------------------------------------------------------------------
-def mindset(s: State, p, blames: np.ndarray, hurt_by_end: np.ndarray, ev: Events) -> None:
+def mindset(s: State, p, blames, hurt_by_end, ev: Events) -> None:
     """Latent abundance: slow rise with good experience, fast fall with bad; culture and peers.
 
     The expressed mindset flips with hysteresis: to scarcity below theta_down, back to
@@ -235,11 +274,15 @@ def mindset(s: State, p, blames: np.ndarray, hurt_by_end: np.ndarray, ev: Events
     """
     mp = p.mindset
     t = s.topology()
-    good = per_person(s, (s.T[:, 0] > mp.trusted_level).astype(float),
-                      (s.T[:, 1] > mp.trusted_level).astype(float)) * t.inv
-    wsum = per_person(s, s.T[:, 0], s.T[:, 1])
-    peer = per_person(s, s.T[:, 0] * s.a[t.i1], s.T[:, 1] * s.a[t.i0])
-    peer_pull = np.where(wsum > 0, peer / np.where(wsum > 0, wsum, 1.0) - s.a, 0.0)
+    T0, T1 = s.T
+    good = per_person(s, (T0 > mp.trusted_level).astype(float),
+                      (T1 > mp.trusted_level).astype(float))
+    good *= t.inv
+    wsum = per_person(s, T0, T1)
+    peer = per_person(s, T0 * s.a[t.i1], T1 * s.a[t.i0])
+    has = wsum > 0
+    peer_pull = np.zeros_like(s.a)
+    peer_pull[has] = peer[has] / wsum[has] - s.a[has]
     s.a += (mp.learn_rate * good - mp.hurt_rate * blames - mp.betrayal * hurt_by_end
             + mp.culture_pull * (s.culture[s.org] - s.a) + mp.peer_pull * peer_pull)
     np.clip(s.a, 0.0, 1.0, out=s.a)
@@ -254,23 +297,22 @@ def mindset(s: State, p, blames: np.ndarray, hurt_by_end: np.ndarray, ev: Events
 
 
 # 8. Ecosystem: ending and formation ----------------------------------------------------------
-def end_alliances(s: State, p, ending: np.ndarray, ev: Events) -> np.ndarray:
+def end_alliances(s: State, p, ending: np.ndarray, ev: Events) -> np.ndarray | float:
     """Ended alliances keep their last summary and leave the tie arrays.
 
     Returns per person the share of own ties that ended this step (a bad experience).
     """
-    hurt = np.zeros(s.n_ind)
     if len(ending) == 0:
-        return hurt
+        return 0.0
     s.al_ended[ending] = s.step
     s.al_regime[ending] = metrics.OUT
     gone = np.zeros(s.n_al, bool)
     gone[ending] = True
     drop = gone[s.d_al]
-    hurt = per_person(s, drop.astype(float)) / np.maximum(degree(s), 1)
+    hurt = per_person(s, drop.astype(float)) * s.topology().inv
     keep = ~drop
-    for name in ("d_al", "d_ind", "T", "O", "D", "v"):
-        setattr(s, name, getattr(s, name)[keep])
+    s.d_al, s.D, s.v = s.d_al[keep], s.D[keep], s.v[keep]
+    s.d_ind, s.T, s.O = s.d_ind[:, keep], s.T[:, keep], s.O[:, keep]
     s.changed_ties()
     ev.ended = ending
     return hurt
@@ -343,10 +385,10 @@ def add_alliances(s: State, p, pairs: np.ndarray) -> np.ndarray:
         setattr(s, name, np.concatenate([getattr(s, name), arr]))
     d_al, d_ind = dyads_for(pairs, p.ecosystem.individuals_per_organization)
     nd = len(d_al)
-    s.d_al = np.concatenate([s.d_al, d_al + start])
-    s.d_ind = np.concatenate([s.d_ind, d_ind])
-    s.T = np.concatenate([s.T, np.full((nd, 2), t0)])
-    s.O = np.concatenate([s.O, np.full((nd, 2), o0)])
+    s.d_al = np.concatenate([s.d_al, (d_al + start).astype(s.d_al.dtype)])
+    s.d_ind = np.concatenate([s.d_ind, d_ind], axis=1)
+    s.T = np.concatenate([s.T, np.full((2, nd), t0)], axis=1)
+    s.O = np.concatenate([s.O, np.full((2, nd), o0)], axis=1)
     s.D = np.concatenate([s.D, np.zeros(nd)])
     s.v = np.concatenate([s.v, np.zeros(nd)])
     s.changed_ties()
@@ -356,7 +398,7 @@ def add_alliances(s: State, p, pairs: np.ndarray) -> np.ndarray:
 # The step ------------------------------------------------------------------------------------
 def step(s: State, p, rng) -> Events:
     """One step of the model for every tie at once. Order: talk, differences, blame, pie,
-    trust, patience, openness, mindset, ending, formation, alliance summaries and regimes.
+    patience, trust, openness, alliance summaries, ending, mindset, formation, regimes.
 
     Trust is updated from last step's openness; openness from this step's trust.
     """
@@ -367,8 +409,8 @@ def step(s: State, p, rng) -> Events:
     opp = differences(s, p, rng, noise, x, ev)
     blames = blame(s, p, ev)
     perceived, overclaim = value(s, p, x, opp, ev)
-    trust(s, p, perceived, d, overclaim)
     impatient, ending = patience(s, p, perceived, noise)
+    trust(s, p, perceived, d, overclaim)  # (consumes `perceived`)
     openness(s, p, impatient)
     metrics.summarize_alliances(s)
     hurt = end_alliances(s, p, ending, ev)

@@ -14,6 +14,12 @@ from scipy.sparse.csgraph import connected_components
 
 from .state import IN, OUT, UNDECIDED, State
 
+
+def kernel_divergence(s: State) -> np.ndarray:
+    from .kernel import divergence  # the kernel imports this module
+
+    return divergence(s)
+
 __all__ = ["IN", "OUT", "UNDECIDED", "summarize_alliances", "classify", "step_metrics"]
 
 SERIES_KEYS = (
@@ -27,10 +33,10 @@ SERIES_KEYS = (
 def summarize_alliances(s: State) -> None:
     """Mean trust, openness, tension and value level of every active alliance."""
     n = s.n_al
-    cnt = np.bincount(s.d_al, minlength=n)
+    cnt = s.topology().al_cnt
     has = cnt > 0
     c = np.maximum(cnt, 1)
-    for name, w, k in (("al_trust", s.T.sum(axis=1), 2), ("al_open", s.O.sum(axis=1), 2),
+    for name, w, k in (("al_trust", s.T[0] + s.T[1], 2), ("al_open", s.O[0] + s.O[1], 2),
                        ("al_tension", s.D, 1), ("al_level", s.v, 1)):
         arr = getattr(s, name)
         arr[has] = (np.bincount(s.d_al, w, n) / (k * c))[has]
@@ -71,7 +77,7 @@ def step_metrics(s: State, p, ev) -> dict[str, float]:
         share_und = float(np.mean(s.al_regime == UNDECIDED))
     else:
         share_in, share_out, share_und = 0.0, 0.0, 1.0
-    d = np.abs(s.p[s.d_ind[:, 0]] - s.p[s.d_ind[:, 1]]).mean() if len(s.d_al) else 0.0
+    d = float(kernel_divergence(s).mean()) if len(s.d_al) else 0.0
     ended = int((s.al_ended >= 0).sum())
     return {
         "step": s.step,

@@ -1,9 +1,9 @@
 """The model's state: numpy arrays for organizations, individuals, alliances and ties.
 
-Ties are stored by dyad: row k of the dyad arrays is one pair of people (one on each side of an
-alliance), and column s of T and O is the directed tie held by the person on side s toward the
-person on the other side. So T[:, 0] is i->j, T[:, 1] is j->i, and the reverse of every tie is
-T[:, ::-1]. Only dyads of active alliances are kept; an ended alliance keeps its final summary in
+Ties are stored by dyad: column k of the dyad arrays is one pair of people (one on each side of
+an alliance), and row s of T and O is the directed tie held by the person on side s toward the
+person on the other side. So T[0] is i->j, T[1] is j->i, and the reverse of every tie is
+T[::-1]. Side-major rows keep each side's values contiguous for the vectorized step. Only dyads of active alliances are kept; an ended alliance keeps its final summary in
 the alliance arrays.
 """
 
@@ -18,7 +18,8 @@ VALUE_KINDS = ("revenue", "market_access", "learning", "speed", "risk_sharing")
 IN, UNDECIDED, OUT = 1, 0, -1
 REGIME_NAMES = {IN: "spiral_in", UNDECIDED: "undecided", OUT: "spiral_out"}
 
-FLOAT = np.float64
+FLOAT = np.float64  # float64 throughout: L7 checks the map to 1e-12
+INDEX = np.int32  # person and alliance indices on tie rows (half the bytes of int64)
 
 
 @dataclass
@@ -26,17 +27,19 @@ class Topology:
     """Derived from the dyad rows: contiguous holder indices and degrees."""
 
     n_d: int
-    i0: np.ndarray
+    n_al: int
+    i0: np.ndarray  # holder of each side-0 tie (a view of d_ind[0])
     i1: np.ndarray
-    deg: np.ndarray
+    deg: np.ndarray  # ties per person
     inv: np.ndarray  # 1 / max(deg, 1)
+    al_cnt: np.ndarray  # dyads per alliance
 
     @classmethod
-    def of(cls, d_ind: np.ndarray, n_ind: int) -> Topology:
-        i0 = np.ascontiguousarray(d_ind[:, 0])
-        i1 = np.ascontiguousarray(d_ind[:, 1])
-        deg = np.bincount(i0, minlength=n_ind) + np.bincount(i1, minlength=n_ind)
-        return cls(len(i0), i0, i1, deg, 1.0 / np.maximum(deg, 1))
+    def of(cls, s: State) -> Topology:
+        i0, i1 = s.d_ind
+        deg = np.bincount(i0, minlength=s.n_ind) + np.bincount(i1, minlength=s.n_ind)
+        return cls(len(i0), s.n_al, i0, i1, deg, 1.0 / np.maximum(deg, 1),
+                   np.bincount(s.d_al, minlength=s.n_al))
 
 
 @dataclass
@@ -66,10 +69,10 @@ class State:
     al_blames: np.ndarray  # (n_al,) blames so far
     al_opps: np.ndarray  # (n_al,) opportunities so far
     # dyads of active alliances
-    d_al: np.ndarray  # (n_d,) alliance of the dyad
-    d_ind: np.ndarray  # (n_d, 2) person on side 0, person on side 1
-    T: np.ndarray  # (n_d, 2) trust
-    O: np.ndarray  # (n_d, 2) openness
+    d_al: np.ndarray  # (n_d,) int32 alliance of the dyad
+    d_ind: np.ndarray  # (2, n_d) int32 person on side 0, person on side 1
+    T: np.ndarray  # (2, n_d) trust: T[s] is held by the side-s person
+    O: np.ndarray  # (2, n_d) openness
     D: np.ndarray  # (n_d,) tension: differences avoided, not resolved
     v: np.ndarray  # (n_d,) value level (discounted recent value created)
     step: int = 0
@@ -77,8 +80,8 @@ class State:
 
     def topology(self) -> Topology:
         """Tie holders and degrees, cached until the dyad rows change (ending, formation)."""
-        if self._topo is None or self._topo.n_d != len(self.d_al):
-            self._topo = Topology.of(self.d_ind, self.n_ind)
+        if self._topo is None or self._topo.n_d != len(self.d_al) or self._topo.n_al != self.n_al:
+            self._topo = Topology.of(self)
         return self._topo
 
     def changed_ties(self) -> None:
@@ -139,8 +142,8 @@ def dyads_for(al_org: np.ndarray, ipo: int) -> tuple[np.ndarray, np.ndarray]:
     left = (al_org[:, 0, None, None] * ipo + jj[None, :, None])  # (n_al, ipo, 1)
     right = (al_org[:, 1, None, None] * ipo + jj[None, None, :])  # (n_al, 1, ipo)
     left, right = np.broadcast_arrays(left, right)
-    d_al = np.repeat(np.arange(n_al, dtype=np.int64), ipo * ipo)
-    d_ind = np.stack([left.reshape(-1), right.reshape(-1)], axis=1).astype(np.int64)
+    d_al = np.repeat(np.arange(n_al, dtype=INDEX), ipo * ipo)
+    d_ind = np.stack([left.reshape(-1), right.reshape(-1)]).astype(INDEX)
     return d_al, d_ind
 
 
@@ -192,6 +195,6 @@ def build(p, rng: np.random.Generator) -> tuple[State, nx.Graph]:
     state = State(
         culture=culture, horizon=np.full(n, p.patience.horizon, np.int64),
         abundant_start=abundant, org=org, a=a, m=m, p=persp, **al,
-        d_al=d_al, d_ind=d_ind, T=np.full((nd, 2), t0, FLOAT), O=np.full((nd, 2), o0, FLOAT),
+        d_al=d_al, d_ind=d_ind, T=np.full((2, nd), t0, FLOAT), O=np.full((2, nd), o0, FLOAT),
         D=np.zeros(nd, FLOAT), v=np.zeros(nd, FLOAT))
     return state, graph

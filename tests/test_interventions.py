@@ -28,11 +28,11 @@ def test_share_perspectives_opens_and_converges_only_targets():
     m = model()
     s = m.state
     sel = touched(m, [0, 1])
-    O0, d0 = s.O.copy(), np.abs(s.p[s.d_ind[:, 0]] - s.p[s.d_ind[:, 1]]).mean(axis=1)
+    O0, d0 = s.O.copy(), np.abs(s.p[s.d_ind[0]] - s.p[s.d_ind[1]]).mean(axis=1)
     m.intervene("share_perspectives", [0, 1], 0.6)
-    assert np.allclose(s.O[sel], O0[sel] + 0.6 * (1 - O0[sel]))
-    assert np.array_equal(s.O[~sel], O0[~sel])
-    d1 = np.abs(s.p[s.d_ind[:, 0]] - s.p[s.d_ind[:, 1]]).mean(axis=1)
+    assert np.allclose(s.O[:, sel], O0[:, sel] + 0.6 * (1 - O0[:, sel]))
+    assert np.array_equal(s.O[:, ~sel], O0[:, ~sel])
+    d1 = np.abs(s.p[s.d_ind[0]] - s.p[s.d_ind[1]]).mean(axis=1)
     assert d1[sel].mean() < d0[sel].mean()
 
 

@@ -152,13 +152,13 @@ def test_L7_two_org_run_equals_independent_integration(start):
     model = AllianceModel(sc)
     s = model.state
     args = (model.p, s.a.copy(), s.m.copy(), s.p[0].copy(), s.p[1].copy(), s.culture.copy(),
-            s.T[0].copy(), s.O[0].copy())
+            s.T[:, 0].copy(), s.O[:, 0].copy())
     steps = 150
     ref, _, _ = integrate_dyad(*args, steps)
     got = []
     for _ in range(steps):
         model.step()
-        got.append((*model.state.T[0], *model.state.O[0]))
+        got.append((*model.state.T[:, 0], *model.state.O[:, 0]))
     np.testing.assert_allclose(np.array(got), ref, rtol=0, atol=1e-12)
 
 
@@ -193,7 +193,7 @@ def test_L7_converges_to_scipy_fixed_points(start, expect_in):
     model = AllianceModel(sc)
     model.run()
     s = model.state
-    final = np.array([*s.T[0], *s.O[0]])
+    final = np.array([*s.T[:, 0], *s.O[:, 0]])
     F = dyad_fixed_point_residual(model.p, s.m.tolist())
     root, info, ier, msg = fsolve(F, final, full_output=True, xtol=1e-13)
     assert ier == 1, msg
