@@ -109,7 +109,30 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("files", nargs="+", help="scenario TOML files")
     v.add_argument("--set", action="append", metavar="KEY=VALUE", help="check with overrides")
     v.set_defaults(func=cmd_validate)
+    b = sub.add_parser("bench", help="time the array kernel against the per-agent reference")
+    b.add_argument("--ties", default="10000,50000,100000,1000000",
+                   help="comma-separated tie counts (default 10000,50000,100000,1000000)")
+    b.add_argument("--steps", type=int, default=20, help="steps timed per size (default 20)")
+    b.add_argument("--json", help="also write the figures to this JSON file")
+    b.add_argument("--no-reference", action="store_true", help="skip the reference")
+    b.add_argument("--no-cold", action="store_true", help="skip the cold `spiral run` timing")
+    b.set_defaults(func=cmd_bench)
     return ap
+
+
+def cmd_bench(args) -> int:
+    from .bench import main_bench
+
+    if args.steps < 1:
+        raise UsageError("spiral bench: --steps: expected an integer >= 1")
+    try:
+        sizes = [int(x) for x in args.ties.split(",")]
+    except ValueError:
+        raise UsageError(f"spiral bench: --ties: expected comma-separated integers, got "
+                         f"{args.ties!r}") from None
+    if not sizes or min(sizes) < 16:
+        raise UsageError("spiral bench: --ties: expected tie counts >= 16")
+    return main_bench(args)
 
 
 def main(argv: list[str] | None = None) -> int:
