@@ -8,7 +8,6 @@ machines are shared and noisy, so goals are read off the printout.
 from __future__ import annotations
 
 import gc
-import json
 import os
 import platform
 import subprocess

@@ -3,8 +3,9 @@
 Ties are stored by dyad: column k of the dyad arrays is one pair of people (one on each side of
 an alliance), and row s of T and O is the directed tie held by the person on side s toward the
 person on the other side. So T[0] is i->j, T[1] is j->i, and the reverse of every tie is
-T[::-1]. Side-major rows keep each side's values contiguous for the vectorized step. Only dyads of active alliances are kept; an ended alliance keeps its final summary in
-the alliance arrays.
+T[::-1]. Side-major rows keep each side's values contiguous for the vectorized step.
+Only dyads of active alliances are kept; an ended alliance keeps its final summary in the
+alliance arrays.
 """
 
 from __future__ import annotations
