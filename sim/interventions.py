@@ -66,6 +66,16 @@ def coach_mindset(s: State, p, rng, org_mask, dose: float) -> None:
     s.m = np.where(s.m, s.a >= mp.theta_down, s.a > mp.theta_up)
 
 
+def scare(s: State, p, rng, org_mask, dose: float) -> None:
+    """A scare (a market crash, layoffs, a partner's betrayal in the news): the latent
+    abundance of the targeted organizations' people falls by the fraction dose; the expressed
+    mindset then follows the hysteresis rule."""
+    who = org_mask[s.org]
+    s.a[who] *= 1.0 - dose
+    mp = p.mindset
+    s.m = np.where(s.m, s.a >= mp.theta_down, s.a > mp.theta_up)
+
+
 def set_patience(s: State, p, rng, org_mask, dose: float) -> None:
     """Set the patience horizon (steps) of the targeted organizations."""
     s.horizon[org_mask] = int(dose)
@@ -89,6 +99,7 @@ KINDS = {
     "coach_mindset": coach_mindset,
     "set_patience": set_patience,
     "shock": shock,
+    "scare": scare,
 }
 
 

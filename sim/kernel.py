@@ -112,9 +112,15 @@ def divergence(s: State) -> np.ndarray:
 
 
 def confront_prob(s: State, p, x: np.ndarray) -> np.ndarray:
-    """Chance a dyad confronts its differences: mean of the sides' styles, times (0.5+0.5x)."""
+    """Chance a dyad confronts its differences: it takes one side to raise a problem openly.
+    Each side raises it with its style's chance times (0.5 + 0.5 x); q = 1 - (1-q_i)(1-q_j)."""
     c = by_mindset(s, p.differences.confront_abundance, p.differences.confront_scarcity)
-    return 0.5 * (c[0] + c[1]) * (0.5 + 0.5 * x)
+    return either_side(c[0], c[1], x)
+
+
+def either_side(c0, c1, x):
+    f = 0.5 + 0.5 * x
+    return 1.0 - (1.0 - c0 * f) * (1.0 - c1 * f)
 
 
 # 2. Differences ------------------------------------------------------------------------------
@@ -133,7 +139,7 @@ def differences(s: State, p, rng, noise: bool, x: np.ndarray, ev: Events) -> np.
         else np.zeros(len(idx))
     m0, m1 = s.m[s.d_ind[0, idx]], s.m[s.d_ind[1, idx]]
     ca, cs = p.differences.confront_abundance, p.differences.confront_scarcity
-    q = 0.5 * (np.where(m0, ca, cs) + np.where(m1, ca, cs)) * (0.5 + 0.5 * x[idx])
+    q = either_side(np.where(m0, ca, cs), np.where(m1, ca, cs), x[idx])
     confronted = rng.random(len(idx)) < q
     chance = 0.5 * (s.T[0, idx] + s.T[1, idx])  # a confronted problem: an opportunity w.p. trust
     found = confronted & (rng.random(len(idx)) < chance)
@@ -256,7 +262,11 @@ def patience(s: State, p, perceived: np.ndarray, noise: bool):
     horizon = s.horizon[s.al_org]  # (n_al, 2)
     for side in (0, 1):  # two sides, not ties
         level = np.bincount(s.d_al, perceived[side], n_al) / cnt
-        short = act & (level < p.value.expectation)
+        # what a side has seen lately: an average over its own horizon (the impatient see only
+        # the last few steps, the patient the long run)
+        seen = s.al_seen[:, side]
+        seen += (level - seen) / horizon[:, side]
+        short = act & (seen < p.value.expectation)
         s.al_short[:, side] = np.where(short, s.al_short[:, side] + 1, 0)
     impatient_al = s.al_short * 2 > horizon
     ending = np.flatnonzero(act & (s.al_short > horizon).any(axis=1))
@@ -381,6 +391,7 @@ def add_alliances(s: State, p, pairs: np.ndarray) -> np.ndarray:
     t0, o0 = initial_trust(p), p.initial.openness
     al["al_trust"][:], al["al_open"][:] = t0, o0
     al["al_hist"][:] = (t0 + o0) / 2
+    al["al_seen"][:] = p.value.expectation  # judged from the start as neither short nor good
     for name, arr in al.items():
         setattr(s, name, np.concatenate([getattr(s, name), arr]))
     d_al, d_ind = dyads_for(pairs, p.ecosystem.individuals_per_organization)

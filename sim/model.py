@@ -52,7 +52,10 @@ class AllianceModel(mesa.Model):
         self.individuals_list = self.individuals.to_list()
         self._schedule: dict[int, list[dict]] = defaultdict(list)
         for item in scenario.values["interventions"]:
-            self._schedule[item["step"]].append(item)
+            every = item.get("every", 0)
+            steps = range(item["step"], scenario.steps + 1, every) if every else [item["step"]]
+            for t in steps:
+                self._schedule[t].append(item)
         # a light record of a few alliances' paths, for the phase portrait
         self._track = np.arange(min(TRACKED, self.state.n_al))
         self._traj = [(self.state.al_trust[self._track].copy(),
@@ -155,6 +158,7 @@ class AllianceModel(mesa.Model):
             "name": sc.name,
             "resolved_sha256": sc.resolved_sha256(),
             "overrides": {k: v for k, v in sc.overrides},
+            "extends": sc.extends,
         }
         for k in ("mean_trust", "mean_openness", "share_spiral_in", "share_spiral_out",
                   "share_undecided", "value_created", "value_perceived"):

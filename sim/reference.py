@@ -46,10 +46,11 @@ class Dyad:
 
 class Alliance:
     __slots__ = ("orgs", "formed", "ended", "dyads", "value", "perceived", "short", "trust",
-                 "open", "tension", "level", "hist", "regime", "blames", "opps")
+                 "open", "tension", "level", "hist", "regime", "blames", "opps", "seen")
 
-    def __init__(self, orgs, formed, window, t0, o0):
+    def __init__(self, orgs, formed, window, t0, o0, expectation):
         self.orgs, self.formed, self.ended = orgs, formed, -1
+        self.seen = [expectation, expectation]
         self.dyads: list[Dyad] = []
         self.value = [0.0] * len(VALUE_KINDS)
         self.perceived = 0.0
@@ -121,7 +122,7 @@ class ReferenceModel(mesa.Model):
         p = self.p
         ipo = p.ecosystem.individuals_per_organization
         t0, o0 = initial_trust(p), p.initial.openness
-        al = Alliance(orgs, formed, p.regimes.window, t0, o0)
+        al = Alliance(orgs, formed, p.regimes.window, t0, o0, p.value.expectation)
         for j0 in range(ipo):
             for j1 in range(ipo):
                 a, b = self.people[orgs[0] * ipo + j0], self.people[orgs[1] * ipo + j1]
@@ -170,7 +171,8 @@ class ReferenceModel(mesa.Model):
                 size = rng.gamma(c, p.differences.size) if p.differences.size > 0 else 0.0
                 k = [p.differences.confront_abundance if t.holder.m
                      else p.differences.confront_scarcity for t in dy.ties]
-                q = 0.5 * (k[0] + k[1]) * (0.5 + 0.5 * dy.x)
+                f = 0.5 + 0.5 * dy.x  # either side may raise the problem
+                q = 1.0 - (1.0 - k[0] * f) * (1.0 - k[1] * f)
                 if rng.random() < q:
                     dy.D = 0.0
                     if rng.random() < 0.5 * (dy.ties[0].T + dy.ties[1].T):
@@ -214,8 +216,10 @@ class ReferenceModel(mesa.Model):
             for al in self.active():
                 for side in (0, 1):
                     level = sum(dy.ties[side].pv for dy in al.dyads) / max(1, len(al.dyads))
-                    al.short[side] = al.short[side] + 1 if level < p.value.expectation else 0
                     h = self.horizon[al.orgs[side]]
+                    al.seen[side] += (level - al.seen[side]) / h
+                    al.short[side] = al.short[side] + 1 if al.seen[side] < p.value.expectation \
+                        else 0
                     if al.short[side] * 2 > h:
                         impatient.add((id(al), side))
                 if any(al.short[s] > self.horizon[al.orgs[s]] for s in (0, 1)):

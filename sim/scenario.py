@@ -18,7 +18,8 @@ from types import SimpleNamespace
 from typing import Any
 
 GRAPHS = ("complete", "erdos_renyi", "barabasi_albert", "watts_strogatz", "powerlaw_cluster")
-INTERVENTIONS = ("share_perspectives", "neutralize", "coach_mindset", "set_patience", "shock")
+INTERVENTIONS = ("share_perspectives", "neutralize", "coach_mindset", "set_patience", "shock",
+                 "scare")
 
 
 class ScenarioError(Exception):
@@ -78,7 +79,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "theta_down": _f(0.35, "latent abundance below which an abundance holder flips to scarcity"),
         "theta_up": _f(0.65, "latent abundance above which a scarcity holder flips back"),
         "learn_rate": _f(0.005, "rise of latent abundance per step for a fully trusted network"),
-        "hurt_rate": _f(0.5, "fall of latent abundance per blame, as a share of own ties"),
+        "hurt_rate": _f(0.15, "fall of latent abundance per blame, as a share of own ties"),
         "betrayal": _f(0.2, "fall of latent abundance per ended tie, as a share of own ties"),
         "trusted_level": _f(0.7, "trust above which a tie counts as a good experience"),
         "culture_pull": _f(0.02, "pull of a person's latent abundance toward the culture"),
@@ -122,7 +123,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "value_ref": _f(0.1, "perceived value that is neutral for trust", 0.0, 10.0),
         "w_divergence": _f(1.2, "weight of perspective divergence", 0.0, 10.0),
         "divergence_ref": _f(0.1, "divergence that is neutral for trust"),
-        "w_tension": _f(1.0, "weight of unresolved tension", 0.0, 10.0),
+        "w_tension": _f(0.3, "weight of unresolved tension", 0.0, 10.0),
         "w_dispute": _f(0.5, "weight of claims over the whole pie", 0.0, 10.0),
         "bias_abundance": _f(0.3, "trust bias of an abundance holder (-theta_T)", -5.0, 5.0),
         "bias_scarcity": _f(-0.3, "trust bias of a scarcity holder (demands more evidence)",
@@ -141,7 +142,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "memory": _f(0.9, "how much of last step's value level is remembered", 0.0, 0.999),
         "revenue_share": _f(0.4, "share of created value that is immediate revenue"),
         "claim_scarcity": _f(0.65, "share of the pie a scarcity holder claims", 0.5, 1.0),
-        "expectation": _f(0.1, "perceived value level an organization expects", 0.0, 10.0),
+        "expectation": _f(0.3, "perceived value level an organization expects", 0.0, 10.0),
     },
     "patience": {
         "horizon": _i(60, "steps an organization waits below expectation before ending", hi=10**6),
@@ -168,8 +169,9 @@ INTERVENTION_KEYS = {
     "kind": "one of " + ", ".join(INTERVENTIONS),
     "target": '"all" or a list of organization ids (0-based)',
     "dose": "strength: 0..1 for most kinds; steps for set_patience",
+    "every": "optional: repeat every this many steps until the end",
 }
-TOP_LEVEL_EXTRA = ("interventions",)
+TOP_LEVEL_EXTRA = ("interventions", "extends")
 
 
 def defaults() -> dict[str, Any]:
@@ -278,7 +280,14 @@ def _check_interventions(source: str, items: Any, steps: int, n_orgs: int) -> li
             hi = 100 if kind == "shock" else 1
             raise ScenarioError(source, f"{where}.dose",
                                 f"expected a number from 0 to {hi} for {kind}, got {dose!r}")
-        out.append({"step": int(step), "kind": kind, "target": target, "dose": float(dose)})
+        every = item.get("every", 0)
+        if isinstance(every, bool) or not isinstance(every, int) or every < 0:
+            raise ScenarioError(source, f"{where}.every",
+                                f"expected a whole number of steps >= 1, got {every!r}")
+        entry = {"step": int(step), "kind": kind, "target": target, "dose": float(dose)}
+        if every:
+            entry["every"] = every
+        out.append(entry)
     return out
 
 
@@ -368,6 +377,7 @@ class Scenario:
     path: str = "<memory>"
     file_sha256: str = ""
     overrides: list[tuple[str, Any]] = field(default_factory=list)
+    extends: list[str] = field(default_factory=list)  # base files, nearest first
 
     @property
     def name(self) -> str:
@@ -399,7 +409,7 @@ class Scenario:
     def with_overrides(self, overrides: list[tuple[str, Any]], source: str = "--set") -> Scenario:
         raw = apply_overrides(self.values, overrides, source)
         return Scenario(validate(raw, source), self.path, self.file_sha256,
-                        self.overrides + list(overrides))
+                        self.overrides + list(overrides), self.extends)
 
 
 def read_toml(path: str | Path) -> tuple[dict[str, Any], bytes]:
@@ -422,15 +432,53 @@ def read_toml(path: str | Path) -> tuple[dict[str, Any], bytes]:
         raise ScenarioError(str(path), "", f"TOML syntax error: {e}") from None
 
 
-def load(path: str | Path, overrides: list[str] | None = None) -> Scenario:
-    """Read, merge over defaults, apply --set overrides and validate a scenario file."""
+def deep_merge(base: dict, child: dict) -> dict:
+    """child over base, table by table; a list (interventions) in child replaces base's."""
+    out = copy.deepcopy(base)
+    for k, v in child.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = deep_merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def read_scenario(path: str | Path, _seen: tuple[Path, ...] = ()) -> tuple[dict, bytes, list]:
+    """Read a scenario file and the chain of files it extends, merged into one raw dict.
+
+    `extends = "baseline.toml"` is a path relative to the file. Each base is validated on its
+    own first, so a problem in a base names the base file. Returns (raw, file bytes, chain).
+    """
+    path = Path(path)
     raw, data = read_toml(path)
+    ext = raw.pop("extends", None)
+    if ext is None:
+        return raw, data, [str(path)]
+    if not isinstance(ext, str) or not ext:
+        raise ScenarioError(str(path), "extends",
+                            f'expected a scenario file name, e.g. "baseline.toml", got {ext!r}')
+    base = path.parent / ext
+    here = path.resolve()
+    seen = (*_seen, here)
+    if base.resolve() in seen:
+        cycle = " -> ".join(p.name for p in (*seen, base.resolve()))
+        raise ScenarioError(str(path), "extends", f"expected a chain without cycles, got {cycle}")
+    if not base.is_file():
+        raise ScenarioError(str(path), "extends", f"base scenario not found: {base}")
+    base_raw, _, chain = read_scenario(base, seen)
+    validate(base_raw, str(base))
+    return deep_merge(base_raw, raw), data, [str(path), *chain]
+
+
+def load(path: str | Path, overrides: list[str] | None = None) -> Scenario:
+    """Read (following `extends`), merge over defaults, apply --set overrides, validate."""
+    raw, data, chain = read_scenario(path)
     parsed = [parse_override(o, f"{path} (--set)") for o in (overrides or [])]
     values = validate(raw, str(path))
     if parsed:  # the file is fine on its own; a problem now is the override's
         source = f"{path} (--set)"
         values = validate(apply_overrides(raw, parsed, source), source)
-    return Scenario(values, str(path), hashlib.sha256(data).hexdigest(), parsed)
+    return Scenario(values, str(path), hashlib.sha256(data).hexdigest(), parsed, chain[1:])
 
 
 def from_dict(raw: dict[str, Any], source: str = "<memory>") -> Scenario:

@@ -61,6 +61,7 @@ class State:
     al_value: np.ndarray  # (n_al, 5) cumulative value created, by kind
     al_perceived: np.ndarray  # (n_al,) cumulative value perceived by both sides
     al_short: np.ndarray  # (n_al, 2) consecutive steps each side perceived too little
+    al_seen: np.ndarray  # (n_al, 2) perceived value averaged over each side's horizon
     al_trust: np.ndarray  # (n_al,) mean trust over its ties (final for ended ones)
     al_open: np.ndarray  # (n_al,) mean openness
     al_tension: np.ndarray  # (n_al,) mean tension
@@ -153,6 +154,7 @@ def empty_alliances(n: int, window: int) -> dict[str, np.ndarray]:
         al_org=np.zeros((n, 2), np.int64), al_formed=np.zeros(n, np.int64),
         al_ended=np.full(n, -1, np.int64), al_value=np.zeros((n, len(VALUE_KINDS)), FLOAT),
         al_perceived=np.zeros(n, FLOAT), al_short=np.zeros((n, 2), np.int64),
+        al_seen=np.zeros((n, 2), FLOAT),
         al_trust=np.zeros(n, FLOAT), al_open=np.zeros(n, FLOAT), al_tension=np.zeros(n, FLOAT),
         al_level=np.zeros(n, FLOAT), al_hist=np.zeros((n, window + 1), FLOAT),
         al_regime=np.zeros(n, np.int8), al_blames=np.zeros(n, np.int64),
@@ -193,6 +195,7 @@ def build(p, rng: np.random.Generator) -> tuple[State, nx.Graph]:
     t0, o0 = initial_trust(p), p.initial.openness
     al["al_trust"][:], al["al_open"][:] = t0, o0
     al["al_hist"][:] = (t0 + o0) / 2
+    al["al_seen"][:] = p.value.expectation  # judged from the start as neither short nor good
     state = State(
         culture=culture, horizon=np.full(n, p.patience.horizon, np.int64),
         abundant_start=abundant, org=org, a=a, m=m, p=persp, **al,

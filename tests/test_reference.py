@@ -31,7 +31,8 @@ def test_kernel_equals_reference_with_noise_off(over):
                     for dy in al.dyads:
                         k = [ref.p.differences.confront_abundance if x.holder.m
                              else ref.p.differences.confront_scarcity for x in dy.ties]
-                        q = 0.5 * (k[0] + k[1]) * (0.5 + 0.5 * dy.ties[0].O * dy.ties[1].O)
+                        f = 0.5 + 0.5 * dy.ties[0].O * dy.ties[1].O
+                        q = 1.0 - (1.0 - k[0] * f) * (1.0 - k[1] * f)
                         dy.D += item["dose"] * (1 - q)
         kern.step()
         ref.step()
