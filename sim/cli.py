@@ -109,6 +109,16 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("files", nargs="+", help="scenario TOML files")
     v.add_argument("--set", action="append", metavar="KEY=VALUE", help="check with overrides")
     v.set_defaults(func=cmd_validate)
+    c = sub.add_parser("compare", help="run two scenarios over N seeds and compare outcomes")
+    c.add_argument("a", help="scenario A (TOML)")
+    c.add_argument("b", help="scenario B (TOML)")
+    c.add_argument("--seeds", type=int, default=10, help="seeds per scenario (default 10)")
+    c.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a key in both scenarios (repeatable)")
+    c.add_argument("--out", help="output folder (default runs/compare-<A>-vs-<B>/)")
+    c.add_argument("--quiet", action="store_true", help="no progress bar")
+    c.set_defaults(func=cmd_compare)
+
     b = sub.add_parser("bench", help="time the array kernel against the per-agent reference")
     b.add_argument("--ties", default="10000,50000,100000,1000000",
                    help="comma-separated tie counts (default 10000,50000,100000,1000000)")
@@ -118,6 +128,12 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--no-cold", action="store_true", help="skip the cold `spiral run` timing")
     b.set_defaults(func=cmd_bench)
     return ap
+
+
+def cmd_compare(args) -> int:
+    from analysis.compare import main_compare
+
+    return main_compare(args)
 
 
 def cmd_bench(args) -> int:

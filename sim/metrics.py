@@ -23,7 +23,8 @@ def kernel_divergence(s: State) -> np.ndarray:
 __all__ = ["IN", "OUT", "UNDECIDED", "summarize_alliances", "classify", "step_metrics"]
 
 SERIES_KEYS = (
-    "mean_trust", "mean_openness", "share_spiral_in", "share_spiral_out", "share_undecided",
+    "mean_trust", "mean_openness", "mean_trust_active", "share_spiral_in", "share_spiral_out",
+    "share_undecided",
     "value_created", "value_perceived", "value_flow", "alliances_active", "alliances_formed",
     "alliances_ended", "mean_abundance", "share_abundance_mindset", "mean_tension",
     "mean_divergence", "blames", "opportunities", "trusting_component",
@@ -83,6 +84,7 @@ def step_metrics(s: State, p, ev) -> dict[str, float]:
         "step": s.step,
         "mean_trust": float(s.al_trust.mean()) if n else 0.0,
         "mean_openness": float(s.al_open.mean()) if n else 0.0,
+        "mean_trust_active": float(s.al_trust[s.active].mean()) if n > ended else 0.0,
         "share_spiral_in": share_in,
         "share_spiral_out": share_out,
         "share_undecided": share_und,
