@@ -75,13 +75,20 @@ def cmd_run(args) -> int:
 
 
 def cmd_validate(args) -> int:
+    from analysis.sweep import load_sweep, validate_sweep_file
+
     from .scenario import load
 
     bad = 0
     for f in args.files:
         try:
-            load(f, args.set or [])
-            print(f"{f}: ok")
+            if validate_sweep_file(f):
+                sw = load_sweep(f)
+                print(f"{f}: ok (sweep: {len(sw.points)} points x {sw.replicates} replicates = "
+                      f"{sw.n_runs} runs)")
+            else:
+                load(f, args.set or [])
+                print(f"{f}: ok")
         except ScenarioError as e:
             print(f"error: {e}", file=sys.stderr)
             bad += 1
@@ -109,6 +116,29 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("files", nargs="+", help="scenario TOML files")
     v.add_argument("--set", action="append", metavar="KEY=VALUE", help="check with overrides")
     v.set_defaults(func=cmd_validate)
+    s = sub.add_parser("sweep", help="run a parameter sweep (resumable; local or Dask)")
+    s.add_argument("sweep", help="sweep TOML file")
+    s.add_argument("--out", help="results folder (default runs/sweep-<name>/)")
+    s.add_argument("--workers", type=int, help="local worker processes (default: core count)")
+    s.add_argument("--scheduler", metavar="ADDRESS",
+                   help="run on a Dask distributed cluster, e.g. tcp://127.0.0.1:8786")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.set_defaults(func=cmd_sweep)
+
+    q = sub.add_parser("query", help="SQL over a sweep's results (DuckDB; tables runs, series)")
+    q.add_argument("dir", help="sweep results folder")
+    q.add_argument("sql", help='e.g. "SELECT avg(mean_trust) FROM runs"')
+    q.add_argument("--csv", metavar="FILE", help="write the result as CSV")
+    q.add_argument("--parquet", metavar="FILE", help="write the result as Parquet")
+    q.set_defaults(func=cmd_query)
+
+    an = sub.add_parser("analyse", aliases=["analyze"],
+                        help="figures and a report on the laws from a sweep's results")
+    an.add_argument("dir", help="sweep results folder")
+    an.add_argument("--out", help="report folder (default DIR/report/)")
+    an.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples")
+    an.set_defaults(func=cmd_analyse)
+
     c = sub.add_parser("compare", help="run two scenarios over N seeds and compare outcomes")
     c.add_argument("a", help="scenario A (TOML)")
     c.add_argument("b", help="scenario B (TOML)")
@@ -128,6 +158,26 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--no-cold", action="store_true", help="skip the cold `spiral run` timing")
     b.set_defaults(func=cmd_bench)
     return ap
+
+
+def cmd_sweep(args) -> int:
+    from analysis.sweep import main_sweep
+
+    if args.workers is not None and args.workers < 1:
+        raise UsageError("spiral sweep: --workers: expected an integer >= 1")
+    return main_sweep(args)
+
+
+def cmd_query(args) -> int:
+    from analysis.query import main_query
+
+    return main_query(args)
+
+
+def cmd_analyse(args) -> int:
+    from analysis.analyse import main_analyse
+
+    return main_analyse(args)
 
 
 def cmd_compare(args) -> int:

@@ -348,24 +348,36 @@ def parse_override(text: str, source: str = "--set") -> tuple[str, Any]:
     return key, parsed
 
 
+def known_keys() -> list[str]:
+    """Every dotted key a --set or a sweep parameter may name (interventions by index)."""
+    return list(SCHEMA[""]) + [f"{s}.{k}" for s in SCHEMA if s for k in SCHEMA[s]] + [
+        f"interventions.0.{k}" for k in INTERVENTION_KEYS]
+
+
 def apply_overrides(raw: dict[str, Any], overrides: list[tuple[str, Any]], source: str) -> dict:
-    """Put dotted-key overrides into a raw scenario dict (checked later by validate)."""
+    """Put dotted-key overrides into a raw scenario dict (checked later by validate).
+
+    `section.key`, a top-level key, or `interventions.N.key` for the N-th intervention.
+    """
     raw = copy.deepcopy(raw)
     for key, value in overrides:
         parts = key.split(".")
-        if len(parts) == 1:
-            if parts[0] not in SCHEMA[""]:
-                raise ScenarioError(source, key, "unknown key" + _suggest(
-                    key, list(SCHEMA[""]) + [f"{s}.{k}" for s in SCHEMA if s for k in SCHEMA[s]]))
+        if len(parts) == 1 and parts[0] in SCHEMA[""]:
             raw[parts[0]] = value
         elif len(parts) == 2 and parts[0] in SCHEMA and parts[0]:
             section = raw.setdefault(parts[0], {})
             if not isinstance(section, dict):
                 raise ScenarioError(source, parts[0], "expected a table")
             section[parts[1]] = value
+        elif len(parts) == 3 and parts[0] == "interventions" and parts[2] in INTERVENTION_KEYS:
+            items = raw.get("interventions", [])
+            n = len(items) if isinstance(items, list) else 0
+            if not parts[1].isdigit() or int(parts[1]) >= n:
+                raise ScenarioError(source, key, f"expected an intervention index from 0 to "
+                                    f"{n - 1}" if n else "the scenario has no interventions")
+            items[int(parts[1])][parts[2]] = value
         else:
-            dotted = [f"{s}.{k}" for s in SCHEMA if s for k in SCHEMA[s]]
-            raise ScenarioError(source, key, "unknown key" + _suggest(key, dotted))
+            raise ScenarioError(source, key, "unknown key" + _suggest(key, known_keys()))
     return raw
 
 
