@@ -1,7 +1,8 @@
 """`spiral analyse DIR`: estimate the laws from whatever a sweep holds, with intervals.
 
 - L3 tipping: a logistic fitted to outcome against mindset.abundance_share; the tipping share is
-  its midpoint, with a bootstrap interval (runs resampled within each design point).
+  where it crosses 0.5 (halfway between out and in), with a bootstrap interval (runs resampled
+  within each design point).
 - L4 hysteresis: when the sweep varies the start (initial.trust, with openness), the tipping share
   from the healthy start (collapse share) and from the collapsed start (recovery share); the gap
   is the hysteresis, with a bootstrap interval.
@@ -33,8 +34,20 @@ def logistic(x, lo, hi, x0, w):
     return lo + (hi - lo) / (1.0 + np.exp(-(x - x0) / w))
 
 
+LEVEL = 0.5  # the tipping share is where the fitted curve crosses this outcome level
+
+
+def crossing(p, level: float = LEVEL) -> float | None:
+    """x where logistic(x, *p) = level; None if the curve never reaches it."""
+    lo, hi, x0, w = p
+    if not lo < level < hi:
+        return None
+    return float(x0 - w * math.log((hi - lo) / (level - lo) - 1.0))
+
+
 def fit_tipping(x: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray] | None:
-    """Midpoint x0 of a logistic fitted to (x, y); None when the data show no rise."""
+    """Where a logistic fitted to (x, y) crosses LEVEL (the outcome halfway between spiral out
+    and spiral in); None when the data show no rise through it."""
     x, y = np.asarray(x, float), np.asarray(y, float)
     if len(np.unique(x)) < 3 or np.ptp(y) < 1e-9:
         return None
@@ -53,7 +66,10 @@ def fit_tipping(x: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray] | None
         return None
     if p[1] < p[0]:  # a falling fit: no tipping upward
         return None
-    return float(p[2]), p
+    xc = crossing(p)
+    if xc is None:
+        return None
+    return xc, p
 
 
 def bootstrap_tipping(df: pd.DataFrame, xcol: str, ycol: str, B: int, rng) -> dict | None:
@@ -62,6 +78,8 @@ def bootstrap_tipping(df: pd.DataFrame, xcol: str, ycol: str, B: int, rng) -> di
         return None
     x0, params = fit
     groups = [g[[xcol, ycol]].to_numpy() for _, g in df.groupby("point")]
+    if max(len(g) for g in groups) == 1:  # one run per point (random, lhs, sobol): resample runs
+        groups = [df[[xcol, ycol]].to_numpy()]
     est = []
     for _ in range(B):
         sample = np.concatenate([g[rng.integers(len(g), size=len(g))] for g in groups])
@@ -152,8 +170,9 @@ def analyse(folder: Path, report: Path, B: int = 1000) -> dict:
         res["L3"] = l3
         lines = ["## L3 tipping share", "",
                  "A logistic fitted to each outcome against the starting abundance share; the "
-                 "tipping share is its midpoint, with a 95% bootstrap interval (runs resampled "
-                 "within each design point).", "", "| start | outcome | tipping share | 95% "
+                 "tipping share is where the fit crosses 0.5 (halfway between spiral out and "
+                 "spiral in), with a 95% bootstrap interval (runs resampled within each design "
+                 "point).", "", "| start | outcome | tipping share | 95% "
                  "interval | runs |", "|---|---|---|---|---|"]
         for label, d in l3.items():
             for ycol, est in d.items():
@@ -206,16 +225,22 @@ def analyse(folder: Path, report: Path, B: int = 1000) -> dict:
         res["L5"] = {"horizon": m.index.tolist(), "survival": m.tolist(),
                      "half_width": half.tolist(), "spearman": rho}
         fig, ax = plt.subplots(figsize=(6.5, 4.5), constrained_layout=True)
-        ax.errorbar(m.index, m.values, yerr=half.values, fmt="o-", capsize=3, color="#1b7837")
+        if len(m) <= 15:
+            ax.errorbar(m.index, m.values, yerr=half.values, fmt="o-", capsize=3,
+                        color="#1b7837")
+        else:
+            ax.scatter(ok[HORIZON], ok["survival"], s=10, alpha=0.5, color="#1b7837")
         ax.set(xlabel="patience horizon (steps)", ylabel="alliance survival (1 - failure rate)",
                title="Patience buys survival", ylim=(0, 1))
         name = _fig(report / "l5_patience.png", fig)
         sections += ["## L5 survival against patience", "",
                      f"Spearman's rho between horizon and survival: {rho['rho']:.3f} "
                      f"[{rho['low']:.3f}, {rho['high']:.3f}] (95% bootstrap, {rho['n']} runs).",
-                     "", "| horizon | survival | 95% t-interval |", "|---|---|---|"]
-        sections += [f"| {h:g} | {v:.3f} | ±{w:.3f} |" for h, v, w in zip(m.index, m.values,
-                                                                           half.values)]
+                     ""]
+        if len(m) <= 15:  # a table per horizon only for a handful of levels
+            sections += ["| horizon | survival | 95% t-interval |", "|---|---|---|"]
+            sections += [f"| {h:g} | {v:.3f} | ±{w:.3f} |" for h, v, w in zip(
+                m.index, m.values, half.values)]
         sections += ["", f"![patience]({name})", ""]
     # L6 ----------------------------------------------------------------------------------
     dose_cols = [c for c in ok.columns if c.startswith("interventions.") and

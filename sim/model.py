@@ -53,7 +53,8 @@ class AllianceModel(mesa.Model):
         self._schedule: dict[int, list[dict]] = defaultdict(list)
         for item in scenario.values["interventions"]:
             every = item.get("every", 0)
-            steps = range(item["step"], scenario.steps + 1, every) if every else [item["step"]]
+            last = item.get("until", scenario.steps)
+            steps = range(item["step"], last + 1, every) if every else [item["step"]]
             for t in steps:
                 self._schedule[t].append(item)
         # a light record of a few alliances' paths, for the phase portrait

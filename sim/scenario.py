@@ -169,7 +169,8 @@ INTERVENTION_KEYS = {
     "kind": "one of " + ", ".join(INTERVENTIONS),
     "target": '"all" or a list of organization ids (0-based)',
     "dose": "strength: 0..1 for most kinds; steps for set_patience",
-    "every": "optional: repeat every this many steps until the end",
+    "every": "optional: repeat every this many steps ...",
+    "until": "optional: ... up to and including this step (default: the last step)",
 }
 TOP_LEVEL_EXTRA = ("interventions", "extends")
 
@@ -284,9 +285,14 @@ def _check_interventions(source: str, items: Any, steps: int, n_orgs: int) -> li
         if isinstance(every, bool) or not isinstance(every, int) or every < 0:
             raise ScenarioError(source, f"{where}.every",
                                 f"expected a whole number of steps >= 1, got {every!r}")
+        until = item.get("until", steps)
+        if isinstance(until, bool) or not isinstance(until, int) or not step <= until <= steps:
+            raise ScenarioError(source, f"{where}.until", f"expected an integer from step "
+                                f"({step}) to steps ({steps}), got {until!r}")
         entry = {"step": int(step), "kind": kind, "target": target, "dose": float(dose)}
         if every:
             entry["every"] = every
+            entry["until"] = until
         out.append(entry)
     return out
 
