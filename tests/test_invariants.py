@@ -22,7 +22,7 @@ def scenarios(draw):
         "steps": draw(st.integers(1, 60)),
         "seed": draw(st.integers(0, 2**31)),
         "ecosystem": {"organizations": n, "graph": draw(st.sampled_from(GRAPHS)),
-                      "mean_degree": draw(st.floats(0.5, 8.0)),
+                      "mean_degree": draw(st.floats(0.5, min(8.0, 2.0 * (n - 1)))),
                       "individuals_per_organization": draw(st.integers(1, 3)),
                       "perspective_dims": draw(st.integers(1, 5))},
         "mindset": {"abundance_share": draw(unit), "theta_down": theta_down,
