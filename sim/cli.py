@@ -156,6 +156,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--json", help="also write the figures to this JSON file")
     b.add_argument("--no-reference", action="store_true", help="skip the reference")
     b.add_argument("--no-cold", action="store_true", help="skip the cold `spiral run` timing")
+    b.add_argument("--sweep", action="store_true",
+                   help="benchmark sweeps instead: runs/s with 1 and 2 workers, parent memory")
+    b.add_argument("--runs", type=int, default=10_000,
+                   help="runs in the sweep memory benchmark (default 10000)")
     b.set_defaults(func=cmd_bench)
     return ap
 
@@ -189,6 +193,17 @@ def cmd_compare(args) -> int:
 def cmd_bench(args) -> int:
     from .bench import main_bench
 
+    if args.sweep:
+        from analysis.bench_sweep import main_bench_sweep
+
+        if args.runs < 10:
+            raise UsageError("spiral bench: --runs: expected an integer >= 10")
+        res = main_bench_sweep(args.runs)
+        if args.json:
+            from .outputs import write_json
+
+            write_json(Path(args.json), res)
+        return 0
     if args.steps < 1:
         raise UsageError("spiral bench: --steps: expected an integer >= 1")
     try:
