@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: run test lint ui clean venv
+.PHONY: run test lint ui clean venv browser-deps
 
 venv: $(STAMP)
 
@@ -14,19 +14,32 @@ $(BIN)/python:
 	@command -v $(PY) >/dev/null 2>&1 || { echo "error: $(PY) not found; install Python 3.12 (Mesa 3.5 needs it) or run make PY=/path/to/python3.12"; exit 1; }
 	$(PY) -m venv $(VENV)
 
-$(STAMP): pyproject.toml | $(BIN)/python
+$(STAMP): pyproject.toml tools/offline_assets.py | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python tools/offline_assets.py
 	@touch $(STAMP)
+
+# Debian's chromium for the browser tests (no browser downloads work here); root installs it.
+browser-deps:
+	@if [ ! -x /usr/bin/chromium ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing Debian chromium for the browser tests"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "warning: /usr/bin/chromium missing and cannot be installed; browser tests will skip"; fi; \
+	fi
 
 run: $(STAMP)
 	$(BIN)/spiral run scenarios/baseline.toml
 
 # pytest exit code 5 ("no tests collected") is turned into a failure: a suite that ran nothing
 # must never pass silently.
-test: $(STAMP)
+test: $(STAMP) browser-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests"; exit 1; fi; exit $$rc
+
+ui: $(STAMP)
+	$(BIN)/spiral ui
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

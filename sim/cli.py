@@ -139,6 +139,13 @@ def build_parser() -> argparse.ArgumentParser:
     an.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples")
     an.set_defaults(func=cmd_analyse)
 
+    u = sub.add_parser("ui", help="open the trainer UI (Solara) in the browser")
+    u.add_argument("scenario", nargs="?", help="scenario to start with (default baseline.toml)")
+    u.add_argument("--port", type=int, default=8765, help="port (default 8765)")
+    u.add_argument("--host", default="localhost", help="host to listen on (default localhost)")
+    u.add_argument("--scenarios", help="folder of the scenario picker (default scenarios/)")
+    u.set_defaults(func=cmd_ui)
+
     c = sub.add_parser("compare", help="run two scenarios over N seeds and compare outcomes")
     c.add_argument("a", help="scenario A (TOML)")
     c.add_argument("b", help="scenario B (TOML)")
@@ -158,6 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--no-cold", action="store_true", help="skip the cold `spiral run` timing")
     b.add_argument("--sweep", action="store_true",
                    help="benchmark sweeps instead: runs/s with 1 and 2 workers, parent memory")
+    b.add_argument("--ui", action="store_true",
+                   help="benchmark the UI instead: one step plus redraw at 200 organizations")
     b.add_argument("--runs", type=int, default=10_000,
                    help="runs in the sweep memory benchmark (default 10000)")
     b.set_defaults(func=cmd_bench)
@@ -184,6 +193,39 @@ def cmd_analyse(args) -> int:
     return main_analyse(args)
 
 
+def cmd_ui(args) -> int:
+    import os
+    import subprocess
+
+    from .scenario import load
+
+    folder = Path(args.scenarios) if args.scenarios else Path(__file__).resolve().parent.parent \
+        / "scenarios"
+    if args.scenario:
+        path = Path(args.scenario)
+        if not path.exists() and (folder / path.name).exists():
+            path = folder / path.name
+        load(path)  # a broken file is reported here, before the server starts
+        if not args.scenarios:
+            folder = path.resolve().parent
+        first = path.name
+    else:
+        first = "baseline.toml"
+    if not folder.is_dir():
+        raise UsageError(f"spiral ui: --scenarios: expected a folder, got {folder}")
+    if not 0 < args.port < 65536:
+        raise UsageError(f"spiral ui: --port: expected 1..65535, got {args.port}")
+    env = {**os.environ, "SPIRAL_SCENARIOS": str(folder.resolve()),
+           "SPIRAL_UI_SCENARIO": first}
+    cmd = [sys.executable, "-m", "solara", "run", "sim.app", "--host", args.host, "--port",
+           str(args.port), "--production", "--no-open"]
+    print(f"alliance-spiral UI on http://{args.host}:{args.port}/  (Ctrl-C to stop)")
+    try:
+        return subprocess.call(cmd, env=env, cwd=Path(__file__).resolve().parent.parent)
+    except KeyboardInterrupt:
+        return 0
+
+
 def cmd_compare(args) -> int:
     from analysis.compare import main_compare
 
@@ -193,6 +235,18 @@ def cmd_compare(args) -> int:
 def cmd_bench(args) -> int:
     from .bench import main_bench
 
+    if args.ui:
+        from .ui_session import bench_ui
+
+        res = bench_ui(200, args.steps)
+        print(f"UI: one step plus redraw of the three figures at 200 organizations: "
+              f"{res['ms_per_step_and_redraw']:.0f} ms mean, {res['ms_max']:.0f} ms max "
+              f"({args.steps} steps; goal <= 150 ms)")
+        if args.json:
+            from .outputs import write_json
+
+            write_json(Path(args.json), res)
+        return 0
     if args.sweep:
         from analysis.bench_sweep import main_bench_sweep
 

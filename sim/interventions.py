@@ -12,10 +12,30 @@ from .kernel import confront_prob, per_person
 from .state import VALUE_KINDS, State
 
 
-def _dyads(s: State, org_mask: np.ndarray) -> np.ndarray:
-    """Dyads of active alliances with at least one targeted organization."""
+def _dyads(s: State, org_mask) -> np.ndarray:
+    """Dyads of active alliances with at least one targeted organization; or, when org_mask is
+    an AllianceTarget, the dyads of exactly those alliances."""
+    if isinstance(org_mask, AllianceTarget):
+        return org_mask.alliances[s.d_al]
     sides = s.al_org[s.d_al]
     return org_mask[sides[:, 0]] | org_mask[sides[:, 1]]  # over dyads (columns of T, O)
+
+
+class AllianceTarget:
+    """Target the ties of given alliances only (the UI's "selected alliance"); the people and
+    organizations concerned are those of these alliances."""
+
+    def __init__(self, s: State, alliances):
+        self.alliances = np.zeros(s.n_al, bool)
+        self.alliances[np.asarray(alliances, dtype=np.int64)] = True
+        orgs = np.zeros(s.n_org, bool)
+        orgs[s.al_org[self.alliances].ravel()] = True
+        self.orgs = orgs
+
+
+
+def _orgs(org_mask) -> np.ndarray:
+    return org_mask.orgs if isinstance(org_mask, AllianceTarget) else org_mask
 
 
 def share_perspectives(s: State, p, rng, org_mask, dose: float) -> None:
@@ -57,10 +77,19 @@ def _add_opportunity(s: State, p, sel: np.ndarray, gain: np.ndarray) -> None:
     s.T[:, sel] += p.differences.opportunity_trust * gain * (1.0 - s.T[:, sel])
 
 
+def find_opportunity(s: State, p, rng, org_mask, dose: float) -> None:
+    """Look for the opportunity inside the problems: each targeted tie turns one into value with
+    chance dose * trust (value `value.opportunity`, trust gained as in a confronted difference)."""
+    sel = np.flatnonzero(_dyads(s, org_mask))
+    chance = dose * 0.5 * (s.T[0, sel] + s.T[1, sel])
+    gain = (rng.random(len(sel)) < chance).astype(float) if p.noise.enabled else chance
+    _add_opportunity(s, p, sel, gain)
+
+
 def coach_mindset(s: State, p, rng, org_mask, dose: float) -> None:
     """Coach the people of the targeted organizations: latent abundance rises by dose toward 1;
     the expressed mindset then follows the usual hysteresis rule."""
-    who = org_mask[s.org]
+    who = _orgs(org_mask)[s.org]
     s.a[who] += dose * (1.0 - s.a[who])
     mp = p.mindset
     s.m = np.where(s.m, s.a >= mp.theta_down, s.a > mp.theta_up)
@@ -70,7 +99,7 @@ def scare(s: State, p, rng, org_mask, dose: float) -> None:
     """A scare (a market crash, layoffs, a partner's betrayal in the news): the latent
     abundance of the targeted organizations' people falls by the fraction dose; the expressed
     mindset then follows the hysteresis rule."""
-    who = org_mask[s.org]
+    who = _orgs(org_mask)[s.org]
     s.a[who] *= 1.0 - dose
     mp = p.mindset
     s.m = np.where(s.m, s.a >= mp.theta_down, s.a > mp.theta_up)
@@ -78,7 +107,7 @@ def scare(s: State, p, rng, org_mask, dose: float) -> None:
 
 def set_patience(s: State, p, rng, org_mask, dose: float) -> None:
     """Set the patience horizon (steps) of the targeted organizations."""
-    s.horizon[org_mask] = int(dose)
+    s.horizon[_orgs(org_mask)] = int(dose)
 
 
 def shock(s: State, p, rng, org_mask, dose: float) -> None:
@@ -100,6 +129,7 @@ KINDS = {
     "set_patience": set_patience,
     "shock": shock,
     "scare": scare,
+    "find_opportunity": find_opportunity,
 }
 
 
@@ -112,5 +142,8 @@ def org_mask(s: State, target) -> np.ndarray:
     return mask
 
 
-def apply(s: State, p, rng, kind: str, target, dose: float) -> None:
-    KINDS[kind](s, p, rng, org_mask(s, target), dose)
+def apply(s: State, p, rng, kind: str, target, dose: float, alliances=None) -> None:
+    """Apply an intervention to organizations `target` ("all" or ids), or, when `alliances` is
+    given, to those alliances only."""
+    mask = AllianceTarget(s, alliances) if alliances is not None else org_mask(s, target)
+    KINDS[kind](s, p, rng, mask, dose)

@@ -101,12 +101,13 @@ class AllianceModel(mesa.Model):
             if progress is not None:
                 progress(1)
 
-    def intervene(self, kind: str, target="all", dose: float = 1.0) -> None:
-        """Apply an intervention now (the UI's buttons); validated like a scenario entry."""
+    def intervene(self, kind: str, target="all", dose: float = 1.0, alliances=None) -> None:
+        """Apply an intervention now (the UI's buttons): to organizations `target` ("all" or a
+        list of ids) or, with `alliances`, to those alliances only."""
         if kind not in INTERVENTIONS:
             raise ScenarioError("intervention", "kind",
                                 "expected one of " + ", ".join(INTERVENTIONS) + f", got {kind!r}")
-        interventions.apply(self.state, self.p, self.rng, kind, target, float(dose))
+        interventions.apply(self.state, self.p, self.rng, kind, target, float(dose), alliances)
         metrics.summarize_alliances(self.state)
 
     def schedule(self, kind: str, step: int, target="all", dose: float = 1.0) -> None:

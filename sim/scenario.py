@@ -19,7 +19,7 @@ from typing import Any
 
 GRAPHS = ("complete", "erdos_renyi", "barabasi_albert", "watts_strogatz", "powerlaw_cluster")
 INTERVENTIONS = ("share_perspectives", "neutralize", "coach_mindset", "set_patience", "shock",
-                 "scare")
+                 "scare", "find_opportunity")
 
 
 class ScenarioError(Exception):

@@ -103,3 +103,24 @@ def test_negotiation_principles_set_initial_conditions():
     assert talk_rate(all4.p) == 2 * talk_rate(base.p)  # empathy
     assert np.all(claims(all4.state, all4.p) == 0.5)  # interests over positions
     assert claims(base.state, base.p).max() == 0.65
+
+
+def test_alliance_targeting_touches_only_that_alliance():
+    m = model()
+    s = m.state
+    a = int(np.flatnonzero(s.active)[0])
+    O0 = s.O.copy()
+    m.intervene("share_perspectives", dose=0.5, alliances=[a])
+    sel = s.d_al == a
+    assert np.allclose(s.O[:, sel], O0[:, sel] + 0.5 * (1 - O0[:, sel]))
+    assert np.array_equal(s.O[:, ~sel], O0[:, ~sel])
+    m.intervene("set_patience", dose=9, alliances=[a])
+    assert set(np.flatnonzero(s.horizon == 9)) == set(s.al_org[a].tolist())
+
+
+def test_find_opportunity_adds_value_with_noise_off():
+    m = model(noise={"enabled": False})
+    s = m.state
+    v0 = s.al_value.sum()
+    m.intervene("find_opportunity", "all", 1.0)
+    assert s.al_value.sum() > v0

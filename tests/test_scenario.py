@@ -74,7 +74,7 @@ def test_every_key_in_every_scenario_is_commented():
     ('name = \n', "TOML syntax error"),
     ('[[interventions]]\nstep = 5\nkind = "shok"\n',
      "interventions[0].kind: expected one of share_perspectives, neutralize, coach_mindset, "
-     "set_patience, shock, scare, got 'shok' (did you mean 'shock'?)"),
+     "set_patience, shock, scare, find_opportunity, got 'shok' (did you mean 'shock'?)"),
     ('[[interventions]]\nstep = 5000\nkind = "shock"\n',
      "interventions[0].step: expected an integer from 1 to steps (300), got 5000"),
     ('[[interventions]]\nstep = 5\nkind = "shock"\ntarget = [99]\n',
