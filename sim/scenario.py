@@ -28,7 +28,12 @@ class ScenarioError(Exception):
     def __init__(self, source: str, key: str, message: str):
         self.source, self.key, self.message = source, key, message
         where = f"{source}: {key}: " if key else f"{source}: "
-        super().__init__(where + message)
+        super().__init__(_one_line(where + message))
+
+
+def _one_line(text: str) -> str:
+    """Escape line breaks and other control characters: an error is always one line."""
+    return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in text)
 
 
 @dataclass(frozen=True)
@@ -336,7 +341,57 @@ def validate(raw: dict[str, Any], source: str) -> dict[str, Any]:
                             f"organizations, got {eco['mean_degree']!r}")
     out["interventions"] = _check_interventions(source, raw.get("interventions", []),
                                                 out["steps"], n)
+    check_size(out, source)
     return out
+
+
+# Memory estimate (measured with `spiral bench`: about 175 bytes per directed tie for the state
+# and a step's temporaries; the per-step series of the DataCollector and the tracked paths cost
+# about 2 KB per step).
+BYTES_PER_TIE = 200
+BYTES_PER_STEP = 2048
+BYTES_PER_ALLIANCE = 400
+
+
+def memory_limit() -> int:
+    """Half the memory available now (or 16 GiB if that cannot be read)."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024 // 2
+    except OSError:
+        pass
+    return 16 * 2**30
+
+
+def estimate_bytes(values: dict) -> tuple[int, int]:
+    """(bytes, directed ties) a run of these values needs at its start, with formation."""
+    eco = values["ecosystem"]
+    n, k, ipo = eco["organizations"], eco["mean_degree"], eco["individuals_per_organization"]
+    alliances = n * (n - 1) / 2 if eco["graph"] == "complete" else min(n * k / 2,
+                                                                        n * (n - 1) / 2)
+    alliances += values["formation"]["rate"] * values["steps"] if values["noise"]["enabled"] \
+        else 0
+    ties = int(alliances * ipo * ipo * 2)
+    people = n * ipo
+    total = (ties * BYTES_PER_TIE + values["steps"] * BYTES_PER_STEP
+             + int(alliances) * (BYTES_PER_ALLIANCE + 8 * values["regimes"]["window"])
+             + people * 8 * (4 + eco["perspective_dims"]))
+    return total, ties
+
+
+def check_size(values: dict, source: str, limit: int | None = None) -> None:
+    total, ties = estimate_bytes(values)
+    limit = memory_limit() if limit is None else limit
+    if total > limit:
+        gib = 2**30
+        at_start = dict(values, steps=1, noise={"enabled": False})
+        key = "ecosystem" if estimate_bytes(at_start)[0] > limit / 2 else "steps"
+        raise ScenarioError(source, key, f"this scenario needs about {total / gib:.1f} "
+                            f"GiB ({ties:,} ties, {values['steps']:,} steps), above the limit of "
+                            f"{limit / gib:.1f} GiB (half the memory available); expected "
+                            + ("fewer organizations or individuals, or a lower mean_degree"
+                               if key == "ecosystem" else "fewer steps"))
 
 
 def parse_override(text: str, source: str = "--set") -> tuple[str, Any]:
