@@ -12,8 +12,8 @@ import numpy as np
 from .state import IN, OUT, REGIME_NAMES
 
 
-class Organization(mesa.Agent):
-    """A node of the ecosystem: a company with a culture and a patience horizon."""
+class _RowAgent(mesa.Agent):
+    """A Mesa agent that is row `row` of the model's state arrays."""
 
     def __init__(self, model, row: int):
         super().__init__(model)
@@ -22,6 +22,10 @@ class Organization(mesa.Agent):
     @property
     def _s(self):
         return self.model.state
+
+
+class Organization(_RowAgent):
+    """A node of the ecosystem: a company with a culture and a patience horizon."""
 
     @property
     def culture(self) -> float:
@@ -69,16 +73,8 @@ class Organization(mesa.Agent):
         return {REGIME_NAMES[k]: int((reg == k).sum()) for k in (IN, 0, OUT)}
 
 
-class Individual(mesa.Agent):
+class Individual(_RowAgent):
     """A boundary spanner employed by one organization."""
-
-    def __init__(self, model, row: int):
-        super().__init__(model)
-        self.row = row
-
-    @property
-    def _s(self):
-        return self.model.state
 
     @property
     def employer(self) -> int:

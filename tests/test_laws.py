@@ -224,3 +224,14 @@ def test_L8_value_rises_with_trust():
     hi, lo = rate[trust > 0.7], rate[trust < 0.3]
     assert len(hi) > 5 and len(lo) > 5
     assert hi.mean() > 3 * lo.mean()
+
+
+def test_baseline_failure_rate_in_the_reported_band():
+    """baseline.toml: the alliance failure rate falls in the 30-70% band of real alliances."""
+    rates = []
+    for seed in range(1, 6):
+        m = AllianceModel(SCENARIOS / "baseline.toml", seed=seed)
+        m.run()
+        rates.append(m.summary()["failure_rate"])
+    assert 0.3 <= np.mean(rates) <= 0.7, rates
+    assert all(0.25 <= r <= 0.75 for r in rates), rates
