@@ -75,18 +75,19 @@ class Story:
 STORIES = {
     "The spiral out": Story(
         "The spiral out", "dyad.toml",
-        ["noise.enabled=true", "initial.trust=0.45", "initial.openness=0.45", "seed=3"],
+        ["noise.enabled=true", "initial.trust=0.7", "initial.openness=0.7", "seed=6",
+         "formation.rate=0"],
         [("Two companies, one alliance: one side holds 'trust & we', the other 'fear & me'. "
-          "They start a little guarded: trust and openness 0.45, just above the separatrix in "
-          "the phase portrait.", None, 0),
-         ("Differences come up. The scarcity side avoids them; unresolved tension builds up and "
-          "eats at trust.", None, 15),
-         ("Less trust means less openness, and less openness means less trust: the point in the "
-          "phase portrait slides toward the lower left.", None, 20),
-         ("Tension blows up into blame. Trust drops both ways at once; both sides now see "
-          "value mostly as revenue, and not enough of it.", None, 25),
-         ("Spiraled out: little talk, no new value, perspectives drifting apart. Falling was "
-          "easy. Try 'The turnaround' to see what it takes to climb back.", None, 40)]),
+          "They start on good terms: trust and openness 0.7, above the separatrix in the "
+          "phase portrait.", None, 0),
+         ("So far so good. But differences come up, and the scarcity side avoids them: the "
+          "problems are not solved, they pile up as tension.", None, 12),
+         ("The tension blows up into blame: trust drops both ways at once, and the point in the "
+          "phase portrait jumps toward the separatrix.", None, 8),
+         ("Less trust means less openness, and less openness means less trust: the spiral runs "
+          "down toward the lower left. Little talk, little value.", None, 15),
+         ("Seeing no value for too long, the impatient side ends the alliance. Falling was easy. "
+          "Try 'The turnaround' to see what it takes to climb back.", None, 30)]),
     "The turnaround": Story(
         "The turnaround", "turnaround_left_alone.toml", ["seed=2"],
         [("This alliance has spiraled out: suspicious from the start, it slid into the lower "
