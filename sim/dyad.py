@@ -56,29 +56,31 @@ def grid(n: int):
     return xs, tt.ravel(), oo.ravel()
 
 
-def vector_field(p, mixed: bool = True, n: int = 21):
-    """One deterministic step from every grid point: mean change of trust and openness.
+def vector_field(p, abundance=(True, False), n: int = 21):
+    """One deterministic step from every grid point: mean change of trust and openness, for a
+    pair with the given mindsets (default: mixed).
 
     Returns (xs, ys, dT, dO) shaped for matplotlib's streamplot (rows = openness).
     """
     q = deterministic(p)
     xs, tt, oo = grid(n)
-    s = dyad_state(q, tt, oo, (True, not mixed))
+    s = dyad_state(q, tt, oo, abundance)
     kernel.step(s, q, None)
     dT = s.T.mean(axis=0) - tt
     dO = s.O.mean(axis=0) - oo
     return xs, xs, dT.reshape(n, n), dO.reshape(n, n)
 
 
-def basin(p, mixed: bool = True, n: int = 41, steps: int = 400):
-    """Where each start in the (trust, openness) plane ends up with noise off.
+def basin(p, abundance=(True, False), n: int = 41, steps: int = 400):
+    """Where each start in the (trust, openness) plane ends up with noise off, for a pair with
+    the given mindsets (default: mixed).
 
     Returns (xs, score) with score the final (trust+openness)/2, shaped (n, n), rows =
     openness. The basin boundary (separatrix) is the 0.5 contour of score.
     """
     q = deterministic(p)
     xs, tt, oo = grid(n)
-    s = dyad_state(q, tt, oo, (True, not mixed))
+    s = dyad_state(q, tt, oo, abundance)
     for _ in range(steps):
         kernel.step(s, q, None)
     score = 0.5 * (s.T.mean(axis=0) + s.O.mean(axis=0))

@@ -101,9 +101,9 @@ def plot_run(model, title: str | None = None):
     ax.legend(loc="lower left", fontsize=9)
 
     ax = axes[1, 0]
-    xs, ys, u, v = vector_field(model.p, mixed=True)
+    xs, ys, u, v = vector_field(model.p)
     ax.streamplot(xs, ys, u, v, color="#cccccc", density=0.9, linewidth=0.7, arrowsize=0.8)
-    bx, score = basin(model.p, mixed=True, n=41, steps=300)
+    bx, score = basin(model.p, n=41, steps=300)
     if score.min() < 0.5 < score.max():
         cs = ax.contour(bx, bx, score, levels=[0.5], colors="#333333", linestyles="--",
                         linewidths=1.2)

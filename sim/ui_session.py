@@ -299,17 +299,8 @@ class Session:
     def _flow(self, combo: tuple[bool, bool]):
         """Vector field and basin of the dyad map for this mindset pair, cached per reset."""
         if combo not in self._flow_cache:
-            p = self.model.p
-            q = dyad.deterministic(p)
-            xs, tt, oo = dyad.grid(15)
-            st = dyad.dyad_state(q, tt, oo, combo)
-            from . import kernel
-
-            kernel.step(st, q, None)
-            dT = (st.T.mean(axis=0) - tt).reshape(15, 15)
-            dO = (st.O.mean(axis=0) - oo).reshape(15, 15)
-            bx, score = dyad.basin(q, mixed=combo[0] != combo[1], n=31, steps=250) \
-                if combo[0] != combo[1] else self._basin_pure(q, combo)
+            xs, _, dT, dO = dyad.vector_field(self.model.p, combo, n=15)
+            bx, score = dyad.basin(self.model.p, combo, n=31, steps=250)
             self._flow_cache[combo] = (xs, dT, dO, bx, score)
         return self._flow_cache[combo]
 
@@ -323,16 +314,6 @@ class Session:
                 lines = contourpy.contour_generator(bx, bx, score).lines(0.5)
             self._flow_cache[key] = lines
         return self._flow_cache[key]
-
-    @staticmethod
-    def _basin_pure(q, combo):
-        xs, tt, oo = dyad.grid(31)
-        st = dyad.dyad_state(q, tt, oo, combo)
-        from . import kernel
-
-        for _ in range(250):
-            kernel.step(st, q, None)
-        return xs, (0.5 * (st.T.mean(axis=0) + st.O.mean(axis=0))).reshape(31, 31)
 
     def phase_figure(self) -> Figure:
         s = self.model.state

@@ -50,7 +50,7 @@ def test_L1_mixed_alliances_bistable_in_ecosystem_with_noise_off(seed, graph):
 
 def test_L1_basin_has_two_attractors_and_a_separatrix():
     p = from_dict({}).params()
-    xs, score = dyad.basin(p, mixed=True, n=21, steps=300)
+    xs, score = dyad.basin(p, n=21, steps=300)
     assert score[0, 0] < 0.2 and score[-1, -1] > 0.9  # both corners are attractors
     assert np.all((score < 0.2) | (score > 0.8))  # every start settles on one of the two
     # the boundary is monotone: along the diagonal, once in, always in
