@@ -400,7 +400,7 @@ def _clean_orphans(out: Path) -> None:
             f.unlink()
 
 
-def _write_part(out: Path, rows: list[dict], series: list[dict], param_names: list[str]):
+def _write_part(out: Path, rows: list[dict], series: list[dict]):
     from sim.outputs import atomic_write
 
     name = f"part-{time.time_ns()}-{os.getpid()}-{uuid.uuid4().hex[:6]}.parquet"
@@ -463,7 +463,6 @@ def run_sweep(sw: Sweep, out: Path, workers: int = 1, scheduler: str | None = No
                    dynamic_ncols=True)
     rows, series, failures, finished = [], [], 0, 0
     last_flush = time.monotonic()
-    names = [p.name for p in sw.params]
     pending = set()
     it = tasks(sw, skip)
     try:
@@ -489,10 +488,10 @@ def run_sweep(sw: Sweep, out: Path, workers: int = 1, scheduler: str | None = No
                     bar.update(1)
                     bar.set_postfix(failed=failures, refresh=False)
             if len(rows) >= flush_rows or (rows and time.monotonic() - last_flush > flush_seconds):
-                _write_part(out, rows, series, names)
+                _write_part(out, rows, series)
                 rows, series, last_flush = [], [], time.monotonic()
         if rows:
-            _write_part(out, rows, series, names)
+            _write_part(out, rows, series)
     finally:
         executor.close()
         if bar is not None:

@@ -72,7 +72,7 @@ class Person(mesa.Agent):
         self.ended = 0.0
 
     # talk: my perspective moves toward each partner by mu * (partner's openness toward me)
-    def plan_talk(self, mu, noise, rng):
+    def plan_talk(self, mu):
         if not self.ties:
             move = [0.0] * len(self.p)
             mean_x = 0.0
@@ -150,7 +150,7 @@ class ReferenceModel(mesa.Model):
         # 1 talk (synchronous: everyone plans from the old perspectives, then commits)
         mu = talk_rate(p)
         for person in self.people:
-            person.plan_talk(mu, noise, rng)
+            person.plan_talk(mu)
         for person in self.people:
             person.commit_talk()
             if noise and p.talk.noise > 0:

@@ -10,7 +10,7 @@ alliance arrays.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 
 import networkx as nx
 import numpy as np
@@ -105,11 +105,6 @@ class State:
     def active(self) -> np.ndarray:
         return self.al_ended < 0
 
-    def copy(self) -> State:
-        return State(**{f.name: (getattr(self, f.name).copy()
-                                 if isinstance(getattr(self, f.name), np.ndarray)
-                                 else getattr(self, f.name)) for f in fields(self)
-                        if f.name != "_topo"})
 
 
 def make_graph(eco, seed: int) -> nx.Graph:
