@@ -12,7 +12,7 @@ import copy
 import numpy as np
 
 from . import kernel
-from .state import INDEX, State, empty_alliances
+from .state import State, add_initial_alliances, empty_state, resting_value
 
 
 def deterministic(p):
@@ -22,30 +22,40 @@ def deterministic(p):
     return q
 
 
-def dyad_state(p, T0, O0, abundance=(True, False), divergence: float | None = None) -> State:
-    """len(T0) independent alliances of one dyad each; side 0 and side 1 hold the given
-    mindsets; trust and openness start at T0, O0 on both ties; perspectives differ by
-    `divergence` on every topic (default: trust.divergence_ref, the neutral level)."""
+def start_divergence(p) -> float:
+    """The divergence a new dyad starts with on average: perspectives 0.5 + div (u - 0.5) with
+    u ~ U(0, 1) give E|p_i - p_j| = div / 3 (0 under clarity)."""
+    return 0.0 if p.negotiation.clarity else p.initial.divergence / 3.0
+
+
+def dyad_state(p, T0, O0, abundance=(True, False), divergence: float | None = None,
+               latent=None) -> State:
+    """len(T0) independent two-organization alliances of one dyad each, started exactly as the
+    model starts an alliance (state.new_alliances: value level at rest, no tension, no
+    dissatisfaction), except that trust and openness start at T0, O0 on both ties. Side 0 and
+    side 1 hold the given mindsets, with latent abundance `latent` (default: their culture
+    level); perspectives differ by `divergence` on every topic (default: the model's average
+    start, start_divergence)."""
     T0 = np.atleast_1d(np.asarray(T0, float))
     O0 = np.broadcast_to(np.atleast_1d(np.asarray(O0, float)), T0.shape).copy()
     n = len(T0)
     K = p.ecosystem.perspective_dims
-    d = p.trust.divergence_ref if divergence is None else divergence
+    d = start_divergence(p) if divergence is None else divergence
     abund = np.tile(np.asarray(abundance, bool), n)
     level = np.where(abund, p.mindset.abundance_level, p.mindset.scarcity_level)
+    a = level.copy() if latent is None else np.tile(np.asarray(latent, float), n)
     persp = np.empty((2 * n, K))
     persp[0::2] = 0.5 - d / 2
     persp[1::2] = 0.5 + d / 2
-    al = empty_alliances(n, p.regimes.window)
-    al["al_org"][:] = np.arange(2 * n).reshape(n, 2)
-    x = O0 * O0
-    v = p.value.exchange * x / (1.0 - p.value.memory)  # value level at rest for this exchange
-    s = State(culture=level.copy(), horizon=np.full(2 * n, p.patience.horizon),
-              abundant_start=abund, org=np.arange(2 * n), a=level.copy(), m=abund.copy(),
-              p=persp, **al, d_al=np.arange(n, dtype=INDEX),
-              d_ind=np.arange(2 * n, dtype=INDEX).reshape(n, 2).T.copy(),
-              T=np.stack([T0, T0]), O=np.stack([O0, O0]),
-              D=np.zeros(n), v=v)
+    q = copy.copy(p)
+    q.ecosystem = copy.copy(p.ecosystem)
+    q.ecosystem.individuals_per_organization = 1
+    s = empty_state(q, level, abund, np.arange(2 * n), a, abund.copy(), persp)
+    add_initial_alliances(s, q, np.arange(2 * n).reshape(n, 2))
+    s.T[:] = T0
+    s.O[:] = O0
+    s.v[:] = [resting_value(p, o) for o in O0]
+    s.al_trust[:], s.al_open[:] = T0, O0
     s.al_hist[:] = ((T0 + O0) / 2)[:, None]
     return s
 
