@@ -60,6 +60,108 @@ def dyad_state(p, T0, O0, abundance=(True, False), divergence: float | None = No
     return s
 
 
+def portrait_state(s: State, p, alliance: int, T0, O0, now: bool = False,
+                   formation: bool = False) -> State:
+    """len(T0) copies of one alliance of state s, as two organizations on their own, with
+    trust and openness started at (T0, O0) on every tie. The people (latent abundance,
+    mindset, perspective, culture, horizon) are copied as they are in s, or, with
+    formation=True, with the mindsets the pair had when the alliance formed (latent abundance
+    and culture at that mindset's level). Tension, value level and dissatisfaction start as
+    the model starts an alliance (state.new_alliances), or, with now=True, as they are in s.
+    Stepping it with kernel.step is the model's own map for this pair, which is what the phase
+    portrait draws."""
+    T0 = np.atleast_1d(np.asarray(T0, float))
+    O0 = np.broadcast_to(np.atleast_1d(np.asarray(O0, float)), T0.shape).copy()
+    n = len(T0)
+    orgs = s.al_org[alliance]
+    ipo = p.ecosystem.individuals_per_organization
+    people = np.concatenate([np.flatnonzero(s.org == o) for o in orgs])  # side 0, then side 1
+    rows = np.tile(people, n)
+    new_org = np.repeat(np.arange(2 * n), ipo)
+    side_org = np.tile(np.asarray(orgs), n)
+    q = deterministic(p)
+    culture, a, m = s.culture[side_org], s.a[rows], s.m[rows]
+    if formation:
+        ab = np.tile(s.al_mindset[alliance], n)  # per side
+        culture = np.where(ab, p.mindset.abundance_level, p.mindset.scarcity_level)
+        m = np.repeat(ab, ipo)
+        a = np.repeat(culture, ipo)
+    st = empty_state(q, culture, s.abundant_start[side_org], new_org, a, m, s.p[rows],
+                     s.horizon[side_org])
+    add_initial_alliances(st, q, np.arange(2 * n).reshape(n, 2))
+    k = ipo * ipo  # dyads per alliance, in alliance order
+    st.T[:] = np.repeat(T0, k)
+    st.O[:] = np.repeat(O0, k)
+    st.v[:] = np.repeat(resting_value(p, O0), k)
+    st.al_trust[:], st.al_open[:] = T0, O0
+    st.al_level[:] = resting_value(p, O0)
+    st.al_hist[:] = ((T0 + O0) / 2)[:, None]
+    if now:
+        mine = np.flatnonzero(s.d_al == alliance)
+        if len(mine) == k:
+            st.D[:] = np.tile(s.D[mine], n)
+            st.v[:] = np.tile(s.v[mine], n)
+        st.al_unsat[:] = s.al_unsat[alliance]
+    return st
+
+
+def alliance_basin(s: State, p, alliance: int, n: int = 41, steps: int = 400,
+                   now: bool = False, formation: bool = False):
+    """Basin of one alliance of a model (portrait_state): (xs, final score (n, n), rows =
+    openness). The separatrix is the 0.5 contour."""
+    q = deterministic(p)
+    xs, tt, oo = grid(n)
+    st = portrait_state(s, q, alliance, tt, oo, now, formation)
+    for _ in range(steps):
+        kernel.step(st, q, None)
+    kernel.summarize_alliances(st)
+    return xs, (0.5 * (st.al_trust + st.al_open)).reshape(n, n)
+
+
+def alliance_flow(s: State, p, alliance: int, n: int = 21, now: bool = False,
+                  formation: bool = False):
+    """One deterministic step of one alliance's map from every grid point (for streamplot)."""
+    q = deterministic(p)
+    xs, tt, oo = grid(n)
+    st = portrait_state(s, q, alliance, tt, oo, now, formation)
+    kernel.step(st, q, None)
+    kernel.summarize_alliances(st)
+    return xs, xs, (st.al_trust - tt).reshape(n, n), (st.al_open - oo).reshape(n, n)
+
+
+def predict(xs, score, T0: float, O0: float) -> float:
+    """The basin's final score at a start (T0, O0), bilinearly interpolated on the grid."""
+    from scipy.interpolate import RegularGridInterpolator
+
+    f = RegularGridInterpolator((xs, xs), score)  # score rows = openness, columns = trust
+    return float(f([[O0, T0]])[0])
+
+
+def trust_asymmetry(p, size: float = 0.05, trust: float = 0.5) -> dict[str, float]:
+    """The probe of issue 12 point 8: one step of the model's own trust update (kernel.trust)
+    on a tie at `trust` whose evidence is exactly neutral (its target equals its trust), with
+    the evidence moved by +size (a positive event) or -size (a negative event of the same
+    size). Returns the gain, the loss and loss / gain."""
+    q = deterministic(p)
+    t = q.trust
+    k = q.trust.steepness
+    # evidence e0 with S(k e0) = trust, so the tie is at rest before the event
+    e0 = np.log(trust / (1.0 - trust)) / k if 0 < trust < 1 else 0.0
+    out = {}
+    for name, de in (("gain", size), ("loss", -size)):
+        s = dyad_state(q, [trust], [0.5], (True, True), divergence=t.divergence_ref)
+        s.D[:] = 0.0
+        partner = t.w_openness * (0.5 - t.openness_ref)
+        # perceived value that puts the evidence at e0 + de
+        pv = t.value_ref + (e0 + de - partner - t.bias_abundance) / t.w_value \
+            if t.w_value > 0 else 0.0
+        perceived = np.full((2, 1), pv)
+        kernel.trust(s, q, perceived, np.full(1, t.divergence_ref), np.zeros(1))
+        out[name] = abs(float(s.T[0, 0]) - trust)
+    out["ratio"] = out["loss"] / out["gain"] if out["gain"] > 0 else float("inf")
+    return out
+
+
 def grid(n: int):
     xs = np.linspace(0.0, 1.0, n)
     tt, oo = np.meshgrid(xs, xs)  # rows: openness, columns: trust

@@ -102,3 +102,21 @@ def survival(s: State, failure_age: int) -> dict[str, float | None]:
         fail = float(1.0 - km.survival_function_at_times(failure_age).iloc[0])
     med = float(km.median_survival_time_)
     return {"failure_rate_km": fail, "median_duration": med if np.isfinite(med) else None}
+
+
+def hazard_by_age(dur: np.ndarray, ended: np.ndarray, bandwidth: float = 10.0,
+                  min_at_risk: int = 30) -> tuple[np.ndarray, np.ndarray]:
+    """The hazard of ending by alliance age: lifelines' Nelson-Aalen estimate, kernel-smoothed
+    with `bandwidth` steps, at every whole age where at least `min_at_risk` alliances were
+    still at risk (beyond that the estimate is noise). Returns (ages, hazard per step)."""
+    from lifelines import NelsonAalenFitter
+
+    dur = np.asarray(dur, float)
+    ended = np.asarray(ended, bool)
+    if not ended.any():
+        return np.zeros(0), np.zeros(0)
+    naf = NelsonAalenFitter().fit(dur, event_observed=ended)
+    h = naf.smoothed_hazard_(bandwidth)
+    at_risk = np.array([(dur >= a).sum() for a in range(int(dur.max()) + 1)])
+    ages = np.flatnonzero(at_risk >= min_at_risk).astype(float)
+    return ages, np.interp(ages, h.index.to_numpy(float), h.iloc[:, 0].to_numpy(float))
