@@ -11,6 +11,9 @@ import copy
 import difflib
 import hashlib
 import json
+import os
+import re
+import stat
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,13 +60,26 @@ def _i(default, help, lo=1, hi=None):
     return Key("int", default, help, lo, hi)
 
 
+# Safety bounds (reliability round 2): seeds are what numpy's SeedSequence takes and what fits an
+# int64 column; a blame_level below BLAME_LEVEL_MIN makes tension / blame_level (the number of
+# blames in a step) so large that the int64 blame counts wrap and hurt_rate * blames turns into
+# inf or NaN. With tension per step bounded by differences.rate * size (<= 10^4) and shocks
+# (<= 100 each), 0.01 keeps a step's count below 10^7.
+SEED_MAX = 2**63 - 1
+BLAME_LEVEL_MIN = 0.01
+NAME_MAX = 100  # characters in a scenario name (it becomes a folder name: runs/<name>-<seed>)
+TEXT_MAX = 10_000  # characters in any other string value
+FILE_MAX = 1 << 20  # bytes in a scenario file
+EXTENDS_MAX = 32  # files in an extends chain
+
 # Section -> key -> Key. Top-level keys live under "".
 SCHEMA: dict[str, dict[str, Key]] = {
     "": {
         "name": Key("str", "scenario", "short name; the default output folder is runs/<name>-<seed>"),
         "description": Key("str", "", "what this scenario shows"),
         "steps": _i(300, "number of steps to run"),
-        "seed": Key("int", 1, "random seed: same scenario and seed give identical results"),
+        "seed": Key("int", 1, "random seed: same scenario and seed give identical results",
+                    0, SEED_MAX),
     },
     "ecosystem": {
         "organizations": _i(60, "number of organizations (nodes)", lo=2, hi=200_000),
@@ -114,7 +130,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "confront_abundance": _f(0.6, "chance an abundance holder confronts a difference"),
         "confront_scarcity": _f(0.1, "chance a scarcity holder confronts a difference"),
         "blame_level": _f(1.5, "tension at which avoided differences blow up into blame",
-                          0.0, 100.0, lo_open=True),
+                          BLAME_LEVEL_MIN, 100.0),
         "blame_cost": _f(0.4, "fraction of trust lost both ways in a blame"),
         "opportunity_trust": _f(0.05, "trust gained both ways when a difference becomes an "
                                       "opportunity"),
@@ -196,20 +212,57 @@ def _suggest(word: str, options) -> str:
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 
+def _num(x, kind: str) -> str:
+    return str(int(x)) if kind == "int" else f"{x:g}"
+
+
 def _type_name(spec: Key) -> str:
     if spec.kind == "choice":
         return "one of " + ", ".join(spec.choices)
     if spec.kind in ("int", "float"):
-        lo = "" if spec.lo is None else (f"> {spec.lo:g}" if spec.lo_open else f">= {spec.lo:g}")
-        hi = "" if spec.hi is None else f"<= {spec.hi:g}"
+        lo = "" if spec.lo is None else (f"> {_num(spec.lo, spec.kind)}" if spec.lo_open
+                                         else f">= {_num(spec.lo, spec.kind)}")
+        hi = "" if spec.hi is None else f"<= {_num(spec.hi, spec.kind)}"
         rng = " and ".join(x for x in (lo, hi) if x)
         noun = "an integer" if spec.kind == "int" else "a number"
         return f"{noun} {rng}".strip()
     return {"bool": "true or false", "str": "a string"}[spec.kind]
 
 
+def _short(value: Any, limit: int = 60) -> str:
+    """repr(value), cut to about `limit` characters (a 5,000-character name is not echoed)."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
+
+
+def _check_text(source: str, dotted: str, value: str) -> str:
+    """Any string value: encodable as UTF-8 (no lone surrogates from a non-UTF-8 argv), no
+    control characters (they break GraphML/XML and terminals; line breaks and tabs are fine in
+    a description), bounded length. `name` must also be a safe folder name."""
+    is_name = dotted == "name"
+    limit = NAME_MAX if is_name else TEXT_MAX
+    if len(value) > limit:
+        raise ScenarioError(source, dotted, f"expected at most {limit:,} characters, got "
+                            f"{len(value):,}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ScenarioError(source, dotted, f"expected UTF-8 text, got {_short(value)}") from None
+    allowed = "" if is_name else "\n\t"
+    for c in value:
+        if not (c.isprintable() or c == " " or c in allowed):
+            raise ScenarioError(source, dotted, f"expected text without control characters, "
+                                f"got {c!r} in {_short(value)}")
+    if is_name:
+        if not value.strip() or "/" in value or "\\" in value or value.startswith("."):
+            raise ScenarioError(source, dotted, "expected a name usable as a folder name (not "
+                                "empty, no '/' or '\\', not starting with '.'), got "
+                                + _short(value))
+    return value
+
+
 def _check_value(source: str, dotted: str, spec: Key, value: Any) -> Any:
-    bad = ScenarioError(source, dotted, f"expected {_type_name(spec)}, got {value!r}")
+    bad = ScenarioError(source, dotted, f"expected {_type_name(spec)}, got {_short(value)}")
     if spec.kind == "bool":
         if not isinstance(value, bool):
             raise bad
@@ -217,9 +270,11 @@ def _check_value(source: str, dotted: str, spec: Key, value: Any) -> Any:
     if spec.kind in ("str", "choice"):
         if not isinstance(value, str):
             raise bad
+        if spec.kind == "str":
+            return _check_text(source, dotted, value)
         if spec.kind == "choice" and value not in spec.choices:
-            raise ScenarioError(source, dotted, f"expected {_type_name(spec)}, got {value!r}"
-                                + _suggest(value, spec.choices))
+            raise ScenarioError(source, dotted, f"expected {_type_name(spec)}, got "
+                                f"{_short(value)}" + _suggest(value, spec.choices))
         return value
     # numbers: bool is an int in Python, refuse it explicitly
     if isinstance(value, bool) or not isinstance(value, int | float):
@@ -287,9 +342,13 @@ def _check_interventions(source: str, items: Any, steps: int, n_orgs: int) -> li
             raise ScenarioError(source, f"{where}.dose",
                                 f"expected a number from 0 to {hi} for {kind}, got {dose!r}")
         every = item.get("every", 0)
-        if isinstance(every, bool) or not isinstance(every, int) or every < 0:
+        if "every" in item and (isinstance(every, bool) or not isinstance(every, int)
+                                or every < 1):
             raise ScenarioError(source, f"{where}.every",
                                 f"expected a whole number of steps >= 1, got {every!r}")
+        if "until" in item and "every" not in item:
+            raise ScenarioError(source, f"{where}.until", "given without every; expected "
+                                "every = N as well (until ends a repetition)")
         until = item.get("until", steps)
         if isinstance(until, bool) or not isinstance(until, int) or not step <= until <= steps:
             raise ScenarioError(source, f"{where}.until", f"expected an integer from step "
@@ -403,8 +462,9 @@ def parse_override(text: str, source: str = "--set") -> tuple[str, Any]:
     if not key:
         raise ScenarioError(source, text, "expected KEY=VALUE with a key before '='")
     try:
-        parsed = tomllib.loads(f"v = {value}")["v"]
-    except tomllib.TOMLDecodeError:
+        doc = tomllib.loads(f"v = {value}")
+        parsed = doc["v"] if list(doc) == ["v"] else value
+    except (tomllib.TOMLDecodeError, RecursionError):
         parsed = value  # a bare word: a string
     return key, parsed
 
@@ -433,9 +493,11 @@ def apply_overrides(raw: dict[str, Any], overrides: list[tuple[str, Any]], sourc
         elif len(parts) == 3 and parts[0] == "interventions" and parts[2] in INTERVENTION_KEYS:
             items = raw.get("interventions", [])
             n = len(items) if isinstance(items, list) else 0
-            if not parts[1].isdigit() or int(parts[1]) >= n:
+            if not re.fullmatch(r"[0-9]{1,9}", parts[1]) or int(parts[1]) >= n:
                 raise ScenarioError(source, key, f"expected an intervention index from 0 to "
                                     f"{n - 1}" if n else "the scenario has no interventions")
+            if not isinstance(items[int(parts[1])], dict):
+                raise ScenarioError(source, key, "expected the intervention to be a table")
             items[int(parts[1])][parts[2]] = value
         else:
             raise ScenarioError(source, key, "unknown key" + _suggest(key, known_keys()))
@@ -485,24 +547,50 @@ class Scenario:
                         self.overrides + list(overrides), self.extends)
 
 
+def _read_bytes(path: Path) -> bytes:
+    """A scenario file's bytes: a regular file of at most FILE_MAX bytes (not a FIFO that would
+    hang, not /dev/zero that never ends)."""
+    where = str(path)
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise ScenarioError(where, "", "file not found") from None
+    except OSError as e:
+        raise ScenarioError(where, "", f"cannot read: {e.strerror}") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise ScenarioError(where, "", "expected a TOML file, got a directory")
+    if not stat.S_ISREG(st.st_mode):
+        kind = ("a FIFO" if stat.S_ISFIFO(st.st_mode) else "a device" if stat.S_ISCHR(
+            st.st_mode) or stat.S_ISBLK(st.st_mode) else "a socket" if stat.S_ISSOCK(
+            st.st_mode) else "not a regular file")
+        raise ScenarioError(where, "", f"expected a regular TOML file, got {kind}")
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        with os.fdopen(fd, "rb") as f:
+            data = f.read(FILE_MAX + 1)
+    except OSError as e:
+        raise ScenarioError(where, "", f"cannot read: {e.strerror}") from None
+    if len(data) > FILE_MAX:
+        raise ScenarioError(where, "", f"expected a scenario file of at most {FILE_MAX:,} "
+                            f"bytes, got a larger one")
+    return data
+
+
 def read_toml(path: str | Path) -> tuple[dict[str, Any], bytes]:
     path = Path(path)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise ScenarioError(str(path), "", "file not found") from None
-    except IsADirectoryError:
-        raise ScenarioError(str(path), "", "expected a TOML file, got a directory") from None
-    except OSError as e:
-        raise ScenarioError(str(path), "", f"cannot read: {e.strerror}") from None
+    data = _read_bytes(path)
     try:
         text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise ScenarioError(str(path), "", "expected UTF-8 text") from None
+    except UnicodeDecodeError as e:
+        raise ScenarioError(str(path), "", f"expected UTF-8 text, got byte {data[e.start]:#04x} "
+                            f"at offset {e.start}") from None
+    text = text.removeprefix("\ufeff")  # a UTF-8 byte order mark (some editors write one)
     try:
         return tomllib.loads(text), data
     except tomllib.TOMLDecodeError as e:
         raise ScenarioError(str(path), "", f"TOML syntax error: {e}") from None
+    except RecursionError:
+        raise ScenarioError(str(path), "", "TOML nested too deeply") from None
 
 
 def deep_merge(base: dict, child: dict) -> dict:
@@ -516,42 +604,83 @@ def deep_merge(base: dict, child: dict) -> dict:
     return out
 
 
+def _resolve(path: Path, source: str) -> Path:
+    try:
+        return path.resolve()
+    except (RuntimeError, OSError) as e:  # a symlink loop (RuntimeError before Python 3.13)
+        raise ScenarioError(source, "extends", f"cannot follow {path}: {e}") from None
+
+
 def read_scenario(path: str | Path, _seen: tuple[Path, ...] = ()) -> tuple[dict, bytes, list]:
     """Read a scenario file and the chain of files it extends, merged into one raw dict.
 
     `extends = "baseline.toml"` is a path relative to the file. Each base is validated on its
     own first, so a problem in a base names the base file. Returns (raw, file bytes, chain).
+    The chain is followed in a loop (no recursion), at most EXTENDS_MAX files deep.
     """
     path = Path(path)
     raw, data = read_toml(path)
-    ext = raw.pop("extends", None)
-    if ext is None:
-        return raw, data, [str(path)]
-    if not isinstance(ext, str) or not ext:
-        raise ScenarioError(str(path), "extends",
-                            f'expected a scenario file name, e.g. "baseline.toml", got {ext!r}')
-    base = path.parent / ext
-    here = path.resolve()
-    seen = (*_seen, here)
-    if base.resolve() in seen:
-        cycle = " -> ".join(p.name for p in (*seen, base.resolve()))
-        raise ScenarioError(str(path), "extends", f"expected a chain without cycles, got {cycle}")
-    if not base.is_file():
-        raise ScenarioError(str(path), "extends", f"base scenario not found: {base}")
-    base_raw, _, chain = read_scenario(base, seen)
-    validate(base_raw, str(base))
-    return deep_merge(base_raw, raw), data, [str(path), *chain]
+    chain_raw = [raw]
+    chain = [str(path)]
+    seen = list(_seen)
+    here = path
+    while True:
+        ext = chain_raw[-1].pop("extends", None)
+        if ext is None:
+            break
+        if not isinstance(ext, str) or not ext or "\0" in ext:
+            raise ScenarioError(str(here), "extends",
+                                f'expected a scenario file name, e.g. "baseline.toml", got '
+                                f"{_short(ext)}")
+        if len(chain) >= EXTENDS_MAX:
+            raise ScenarioError(str(here), "extends", f"expected a chain of at most "
+                                f"{EXTENDS_MAX} files, got a longer one (from {path})")
+        seen.append(_resolve(here, str(here)))
+        base = here.parent / ext
+        resolved = _resolve(base, str(here))
+        if resolved in seen:
+            cycle = " -> ".join(p.name for p in (*seen, resolved))
+            raise ScenarioError(str(here), "extends",
+                                f"expected a chain without cycles, got {cycle}")
+        try:
+            is_file = base.is_file()
+        except OSError:
+            is_file = False
+        if not is_file:
+            raise ScenarioError(str(here), "extends", f"base scenario not found: {base}")
+        base_raw, _ = read_toml(base)
+        chain_raw.append(base_raw)
+        chain.append(str(base))
+        here = base
+    # merge from the farthest base in: each base is validated on its own, naming its file
+    merged = chain_raw[-1]
+    for i in range(len(chain_raw) - 1, 0, -1):
+        validate(merged, chain[i])
+        merged = deep_merge(merged, chain_raw[i - 1])
+    return merged, data, chain
 
 
-def load(path: str | Path, overrides: list[str] | None = None) -> Scenario:
-    """Read (following `extends`), merge over defaults, apply --set overrides, validate."""
+def load(path: str | Path, overrides: list[str] | None = None,
+         flags: list[tuple[str, str]] | None = None) -> Scenario:
+    """Read (following `extends`), merge over defaults, apply --set overrides, validate.
+
+    flags: (label, "key=value") pairs from dedicated options such as ("--steps", "steps=0");
+    they apply after the --set overrides and a problem is reported under their own label.
+    """
     raw, data, chain = read_scenario(path)
-    parsed = [parse_override(o, f"{path} (--set)") for o in (overrides or [])]
     values = validate(raw, str(path))
-    if parsed:  # the file is fine on its own; a problem now is the override's
-        source = f"{path} (--set)"
-        values = validate(apply_overrides(raw, parsed, source), source)
-    return Scenario(values, str(path), hashlib.sha256(data).hexdigest(), parsed, chain[1:])
+    stages = [("--set", list(overrides or []))] + [(label, [text]) for label, text in
+                                                   (flags or [])]
+    parsed_all: list[tuple[str, Any]] = []
+    for label, texts in stages:
+        if not texts:
+            continue
+        source = f"{path} ({label})"
+        parsed = [parse_override(o, source) for o in texts]
+        raw = apply_overrides(raw, parsed, source)
+        values = validate(raw, source)  # the earlier stages were fine: a problem is this one's
+        parsed_all += parsed
+    return Scenario(values, str(path), hashlib.sha256(data).hexdigest(), parsed_all, chain[1:])
 
 
 def from_dict(raw: dict[str, Any], source: str = "<memory>") -> Scenario:
