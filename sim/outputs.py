@@ -403,11 +403,104 @@ def _json_default(o):
     raise TypeError(f"not JSON serializable: {type(o)}")
 
 
+_XML_BAD = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
+def _xml_text(value) -> str:
+    """Text safe inside an XML 1.0 element: escaped, and characters XML cannot hold at all
+    (control characters, lone surrogates) written as \\xNN / \\uNNNN."""
+    text = _XML_BAD.sub(lambda m: repr(m.group())[1:-1], str(value))
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _graphml_type(v) -> str:
+    if isinstance(v, bool | np.bool_):
+        return "boolean"
+    if isinstance(v, int | np.integer):
+        return "long"
+    if isinstance(v, float | np.floating):
+        return "double"
+    return "string"
+
+
+def _graphml_value(v) -> str:
+    if isinstance(v, bool | np.bool_):
+        return "true" if v else "false"
+    if isinstance(v, np.generic):
+        v = v.item()
+    return _xml_text(v)
+
+
+def stream_graphml(graph: nx.Graph, f) -> None:
+    """GraphML as networkx writes it (same keys, types and layout), streamed edge by edge:
+    networkx without lxml builds the whole XML tree first, about 3 KB per edge (1.6 GB for
+    the half million alliances of a complete graph of 1,000 organizations)."""
+    keys: dict[tuple[str, str], tuple[str, str]] = {}
+
+    def key(domain: str, name, value) -> str:
+        k = (domain, str(name))
+        if k not in keys:
+            keys[k] = (f"d{len(keys)}", _graphml_type(value))
+        return keys[k][0]
+
+    for k, v in graph.graph.items():
+        key("graph", k, v)
+    for _, d in graph.nodes(data=True):
+        for k, v in d.items():
+            key("node", k, v)
+    for _, _, d in graph.edges(data=True):
+        for k, v in d.items():
+            key("edge", k, v)
+    w = f.write
+    w("<?xml version='1.0' encoding='utf-8'?>\n")
+    w('<graphml xmlns="http://graphml.graphdrawing.org/xmlns" '
+      'xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" '
+      'xsi:schemaLocation="http://graphml.graphdrawing.org/xmlns '
+      'http://graphml.graphdrawing.org/xmlns/1.0/graphml.xsd">\n')
+    for (domain, name), (kid, typ) in reversed(keys.items()):
+        w(f'  <key id="{kid}" for="{domain}" attr.name="{_xml_text(name).replace(chr(34), "&quot;")}"'
+          f' attr.type="{typ}" />\n')
+    w('  <graph edgedefault="%s">\n' % ("directed" if graph.is_directed() else "undirected"))
+
+    def data(domain: str, d: dict, indent: str) -> None:
+        for k, v in d.items():
+            w(f'{indent}<data key="{keys[(domain, str(k))][0]}">{_graphml_value(v)}</data>\n')
+
+    def attr(v) -> str:
+        return _xml_text(v).replace('"', "&quot;")
+
+    for n, d in graph.nodes(data=True):
+        if d:
+            w(f'    <node id="{attr(n)}">\n')
+            data("node", d, "      ")
+            w("    </node>\n")
+        else:
+            w(f'    <node id="{attr(n)}" />\n')
+    for u, v, d in graph.edges(data=True):
+        if d:
+            w(f'    <edge source="{attr(u)}" target="{attr(v)}">\n')
+            data("edge", d, "      ")
+            w("    </edge>\n")
+        else:
+            w(f'    <edge source="{attr(u)}" target="{attr(v)}" />\n')
+    data("graph", graph.graph, "    ")
+    w("  </graph>\n</graphml>\n")
+
+
 def write_graphml(path: Path, graph: nx.Graph, summary: dict) -> Path:
-    g = graph.copy()
-    g.graph.update({k: str(summary[k]) for k in ("scenario", "scenario_sha256", "seed",
-                                                  "version", "name")})
-    return atomic_write(path, lambda tmp: nx.write_graphml(g, tmp))
+    meta = {k: str(summary[k]) for k in ("scenario", "scenario_sha256", "seed", "version",
+                                          "name")}
+    saved = dict(graph.graph)
+    graph.graph.update(meta)
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", encoding="utf-8", newline="\n", buffering=1 << 20) as f:
+            stream_graphml(graph, f)
+    try:
+        return atomic_write(path, write)
+    finally:
+        graph.graph.clear()
+        graph.graph.update(saved)
 
 
 def plot_run(model, title: str | None = None):

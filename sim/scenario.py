@@ -404,12 +404,32 @@ def validate(raw: dict[str, Any], source: str) -> dict[str, Any]:
     return out
 
 
-# Memory estimate (measured with `spiral bench`: about 175 bytes per directed tie for the state
-# and a step's temporaries; the per-step series of the DataCollector and the tracked paths cost
-# about 2 KB per step).
-BYTES_PER_TIE = 200
-BYTES_PER_STEP = 2048
-BYTES_PER_ALLIANCE = 400
+# Memory estimate: peak RSS of `spiral run` (set-up, steps, every output written) measured on
+# 12 configurations: complete graphs of 100-1,000 organizations, powerlaw_cluster, erdos_renyi,
+# watts_strogatz and barabasi_albert up to 50,000 organizations, 1-32 people per organization,
+# 5-5,000 steps (reliability round 2; tests/test_reliability.py re-measures three of them and
+# holds the estimate within 1.5x). A least-squares fit, rounded: the interpreter and libraries,
+# then per alliance (two networkx graphs with attributes, the alliance arrays, its regime
+# history), per directed tie (state and a step's temporaries), per organization and person
+# (Mesa agents, graph nodes) and per step (DataCollector rows, tracked paths). The earlier
+# estimate (200 bytes per tie, nothing per alliance) said 0.45 GiB for a complete graph of 1,000
+# organizations whose peak was 2.47 GiB (most of it networkx building the GraphML tree, now
+# streamed by sim.outputs).
+BYTES_BASE = 216_000_000
+BYTES_PER_ALLIANCE = 900  # + 8 per regime-window step (al_hist)
+BYTES_PER_TIE = 75
+BYTES_PER_ORGANIZATION = 1_700
+BYTES_PER_PERSON = 1_000  # + 32 per perspective dimension
+BYTES_PER_STEP = 7_000
+
+# Time budget for building the initial graph. networkx's gnp_random_graph (what sim.state uses
+# for erdos_renyi) tries every pair: about 65 ns per pair here, so 200,000 organizations take
+# about 22 minutes before the first step. Until sim.state switches to fast_gnp_random_graph for
+# sparse graphs (O(n + edges)), such a scenario is refused up front; set GNP_QUADRATIC = False
+# when it does.
+GNP_QUADRATIC = True
+NS_PER_GNP_PAIR = 65
+SETUP_BUDGET_S = 120
 
 
 def memory_limit() -> int:
@@ -423,20 +443,37 @@ def memory_limit() -> int:
     return 16 * 2**30
 
 
-def estimate_bytes(values: dict) -> tuple[int, int]:
-    """(bytes, directed ties) a run of these values needs at its start, with formation."""
+def _alliances(values: dict) -> float:
     eco = values["ecosystem"]
-    n, k, ipo = eco["organizations"], eco["mean_degree"], eco["individuals_per_organization"]
+    n, k = eco["organizations"], eco["mean_degree"]
     alliances = n * (n - 1) / 2 if eco["graph"] == "complete" else min(n * k / 2,
                                                                         n * (n - 1) / 2)
-    alliances += values["formation"]["rate"] * values["steps"] if values["noise"]["enabled"] \
-        else 0
+    if values["noise"]["enabled"]:
+        alliances += values["formation"]["rate"] * values["steps"]
+    return alliances
+
+
+def estimate_bytes(values: dict) -> tuple[int, int]:
+    """(peak bytes, directed ties) of a run of these values, formation and outputs included."""
+    eco = values["ecosystem"]
+    n, ipo = eco["organizations"], eco["individuals_per_organization"]
+    alliances = _alliances(values)
     ties = int(alliances * ipo * ipo * 2)
-    people = n * ipo
-    total = (ties * BYTES_PER_TIE + values["steps"] * BYTES_PER_STEP
-             + int(alliances) * (BYTES_PER_ALLIANCE + 8 * values["regimes"]["window"])
-             + people * 8 * (4 + eco["perspective_dims"]))
+    total = (BYTES_BASE + ties * BYTES_PER_TIE
+             + int(alliances * (BYTES_PER_ALLIANCE + 8 * (values["regimes"]["window"] + 1)))
+             + n * BYTES_PER_ORGANIZATION
+             + n * ipo * (BYTES_PER_PERSON + 32 * eco["perspective_dims"])
+             + values["steps"] * BYTES_PER_STEP)
     return total, ties
+
+
+def estimate_setup_seconds(values: dict) -> float:
+    """Seconds to build the initial graph, where that is more than linear (erdos_renyi)."""
+    eco = values["ecosystem"]
+    n = eco["organizations"]
+    if eco["graph"] == "erdos_renyi" and GNP_QUADRATIC and eco["mean_degree"] < n - 1:
+        return n * (n - 1) / 2 * NS_PER_GNP_PAIR * 1e-9
+    return 0.0
 
 
 def check_size(values: dict, source: str, limit: int | None = None) -> None:
@@ -451,6 +488,15 @@ def check_size(values: dict, source: str, limit: int | None = None) -> None:
                             f"{limit / gib:.1f} GiB (half the memory available); expected "
                             + ("fewer organizations or individuals, or a lower mean_degree"
                                if key == "ecosystem" else "fewer steps"))
+    secs = estimate_setup_seconds(values)
+    if secs > SETUP_BUDGET_S:
+        n = values["ecosystem"]["organizations"]
+        raise ScenarioError(source, "ecosystem.organizations",
+                            f"building an erdos_renyi graph of {n:,} organizations takes about "
+                            f"{secs / 60:.0f} minutes (every one of {n * (n - 1) // 2:,} pairs is "
+                            f"tried), above the budget of {SETUP_BUDGET_S} s; expected at most "
+                            f"{int((2 * SETUP_BUDGET_S / (NS_PER_GNP_PAIR * 1e-9)) ** 0.5):,} "
+                            "organizations, or another graph (e.g. powerlaw_cluster)")
 
 
 def parse_override(text: str, source: str = "--set") -> tuple[str, Any]:

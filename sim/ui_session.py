@@ -378,14 +378,13 @@ class Session:
 
     def export(self, folder: Path | None = None) -> Path:
         """The current run: Parquet tables, GraphML, the run figure and the UI's figures."""
-        from .outputs import write_figure, write_run
+        from .outputs import write_run
 
         sc = self.model.scenario_spec
         folder = folder or ROOT / "runs" / f"ui-{sc.name}-{sc.seed}-step{self.model.state.step}"
-        write_run(self.model, folder)
-        for name, make in (("network", self.network_figure), ("phase", self.phase_figure),
-                           ("series", self.series_figure)):
-            write_figure(folder / f"ui-{name}.png", make())
+        write_run(self.model, folder, extra={"ui-network.png": self.network_figure,
+                                             "ui-phase.png": self.phase_figure,
+                                             "ui-series.png": self.series_figure})
         self.say(f"Exported to {folder}")
         return folder
 
