@@ -293,7 +293,9 @@ def main(argv: list[str] | None = None) -> int:
             pass
     try:
         args = build_parser().parse_args(argv)
-        return args.func(args)
+        rc = args.func(args)
+        sys.stdout.flush()  # a broken pipe shows here, not in the interpreter's exit flush
+        return rc
     except (ScenarioError, UsageError) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -367,7 +367,9 @@ def check_finite(model, summary: dict, columns: dict[str, dict]) -> None:
 
 def _metadata(summary: dict) -> dict[bytes, bytes]:
     keep = ("scenario", "scenario_sha256", "resolved_sha256", "seed", "version", "name")
-    return {f"alliance_spiral.{k}".encode(): str(summary[k]).encode() for k in keep}
+    # backslashreplace: a scenario path from a non-UTF-8 file name (surrogates) stays writable
+    return {f"alliance_spiral.{k}".encode(): str(summary[k]).encode("utf-8", "backslashreplace")
+            for k in keep}
 
 
 def write_parquet(path: Path, columns: dict, summary: dict) -> Path:
