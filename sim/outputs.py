@@ -269,6 +269,9 @@ def prepare_folder(out: str | Path, known: Iterable[str] = RUN_FILES, need_bytes
             raise OutputError(where, f"is under {top}, a system pseudo filesystem; expected an "
                               "ordinary folder")
         if os.path.lexists(target):
+            if target.is_dir() and os.path.ismount(target):
+                raise OutputError(where, "is a mount point (it cannot be replaced); expected a "
+                                  "folder inside it")
             if not target.is_dir():
                 raise OutputError(where, "is a file; expected a folder (new, empty, or a "
                                   "previous run's)")

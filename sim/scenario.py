@@ -285,7 +285,10 @@ def _check_value(source: str, dotted: str, spec: Key, value: Any) -> Any:
                 raise bad
             value = int(value)
     else:
-        value = float(value)
+        try:
+            value = float(value)
+        except OverflowError:  # a TOML integer of hundreds of digits
+            raise bad from None
         if value != value or value in (float("inf"), float("-inf")):
             raise bad
     if spec.lo is not None and (value < spec.lo or (spec.lo_open and value == spec.lo)):
@@ -305,6 +308,8 @@ def _check_interventions(source: str, items: Any, steps: int, n_orgs: int) -> li
         if not isinstance(item, dict):
             raise ScenarioError(source, where, "expected a table with step, kind, target, dose")
         for k in item:
+            if not isinstance(k, str):
+                raise ScenarioError(source, f"{where}.{k!r}", "expected a key name (a string)")
             if k not in INTERVENTION_KEYS:
                 raise ScenarioError(source, f"{where}.{k}", "unknown key; expected one of "
                                     + ", ".join(INTERVENTION_KEYS) + _suggest(k, INTERVENTION_KEYS))
@@ -314,7 +319,7 @@ def _check_interventions(source: str, items: Any, steps: int, n_orgs: int) -> li
         step = item["step"]
         if isinstance(step, bool) or not isinstance(step, int) or not 1 <= step <= steps:
             raise ScenarioError(source, f"{where}.step",
-                                f"expected an integer from 1 to steps ({steps}), got {step!r}")
+                                f"expected an integer from 1 to steps ({steps}), got {_short(step)}")
         kind = item["kind"]
         if not isinstance(kind, str) or kind not in INTERVENTIONS:
             raise ScenarioError(source, f"{where}.kind", "expected one of "
@@ -328,31 +333,31 @@ def _check_interventions(source: str, items: Any, steps: int, n_orgs: int) -> li
             if not ok:
                 raise ScenarioError(source, f"{where}.target",
                                     f'expected "all" or a non-empty list of organization ids '
-                                    f"from 0 to {n_orgs - 1}, got {target!r}")
+                                    f"from 0 to {n_orgs - 1}, got {_short(target)}")
         dose = item.get("dose", 1.0)
         if isinstance(dose, bool) or not isinstance(dose, int | float) or dose != dose:
-            raise ScenarioError(source, f"{where}.dose", f"expected a number, got {dose!r}")
+            raise ScenarioError(source, f"{where}.dose", f"expected a number, got {_short(dose)}")
         if kind == "set_patience":
-            if not (float(dose).is_integer() and 1 <= dose <= 10**6):
+            if not (1 <= dose <= 10**6 and float(dose).is_integer()):
                 raise ScenarioError(source, f"{where}.dose",
-                                    f"expected a whole number of steps >= 1 for set_patience, "
-                                    f"got {dose!r}")
+                                    f"expected a whole number of steps >= 1 for set_patience "
+                                    f"(at most 1000000), got {_short(dose)}")
         elif not 0 <= dose <= (100 if kind == "shock" else 1):
             hi = 100 if kind == "shock" else 1
             raise ScenarioError(source, f"{where}.dose",
-                                f"expected a number from 0 to {hi} for {kind}, got {dose!r}")
+                                f"expected a number from 0 to {hi} for {kind}, got {_short(dose)}")
         every = item.get("every", 0)
         if "every" in item and (isinstance(every, bool) or not isinstance(every, int)
                                 or every < 1):
             raise ScenarioError(source, f"{where}.every",
-                                f"expected a whole number of steps >= 1, got {every!r}")
+                                f"expected a whole number of steps >= 1, got {_short(every)}")
         if "until" in item and "every" not in item:
             raise ScenarioError(source, f"{where}.until", "given without every; expected "
                                 "every = N as well (until ends a repetition)")
         until = item.get("until", steps)
         if isinstance(until, bool) or not isinstance(until, int) or not step <= until <= steps:
             raise ScenarioError(source, f"{where}.until", f"expected an integer from step "
-                                f"({step}) to steps ({steps}), got {until!r}")
+                                f"({step}) to steps ({steps}), got {_short(until)}")
         entry = {"step": int(step), "kind": kind, "target": target, "dose": float(dose)}
         if every:
             entry["every"] = every
@@ -364,15 +369,21 @@ def _check_interventions(source: str, items: Any, steps: int, n_orgs: int) -> li
 def validate(raw: dict[str, Any], source: str) -> dict[str, Any]:
     """Check a raw scenario dict and return it merged over the defaults."""
     out = defaults()
+    if not isinstance(raw, dict):
+        raise ScenarioError(source, "", f"expected a table of scenario keys, got {_short(raw)}")
     for key, value in raw.items():
+        if not isinstance(key, str):
+            raise ScenarioError(source, repr(key), "expected a key name (a string)")
         if key in TOP_LEVEL_EXTRA:
             continue
         if key in SCHEMA[""]:
             out[key] = _check_value(source, key, SCHEMA[""][key], value)
         elif key in SCHEMA:
             if not isinstance(value, dict):
-                raise ScenarioError(source, key, f"expected a table [{key}], got {value!r}")
+                raise ScenarioError(source, key, f"expected a table [{key}], got {_short(value)}")
             for k, v in value.items():
+                if not isinstance(k, str):
+                    raise ScenarioError(source, f"{key}.{k!r}", "expected a key name (a string)")
                 spec = SCHEMA[key].get(k)
                 if spec is None:
                     raise ScenarioError(source, f"{key}.{k}", "unknown key"
@@ -428,6 +439,7 @@ BYTES_PER_STEP = 7_000
 # sparse graphs (O(n + edges)), such a scenario is refused up front; set GNP_QUADRATIC = False
 # when it does.
 GNP_QUADRATIC = True
+STEPS_CAP = 10**15
 NS_PER_GNP_PAIR = 65
 SETUP_BUDGET_S = 120
 
@@ -449,8 +461,13 @@ def _alliances(values: dict) -> float:
     alliances = n * (n - 1) / 2 if eco["graph"] == "complete" else min(n * k / 2,
                                                                         n * (n - 1) / 2)
     if values["noise"]["enabled"]:
-        alliances += values["formation"]["rate"] * values["steps"]
+        alliances += values["formation"]["rate"] * _steps(values)
     return alliances
+
+
+def _steps(values: dict) -> int:
+    """steps, capped where the arithmetic stays in floats (steps has no upper bound)."""
+    return min(values["steps"], STEPS_CAP)
 
 
 def estimate_bytes(values: dict) -> tuple[int, int]:
@@ -463,7 +480,7 @@ def estimate_bytes(values: dict) -> tuple[int, int]:
              + int(alliances * (BYTES_PER_ALLIANCE + 8 * (values["regimes"]["window"] + 1)))
              + n * BYTES_PER_ORGANIZATION
              + n * ipo * (BYTES_PER_PERSON + 32 * eco["perspective_dims"])
-             + values["steps"] * BYTES_PER_STEP)
+             + _steps(values) * BYTES_PER_STEP)
     return total, ties
 
 
@@ -481,10 +498,12 @@ def check_size(values: dict, source: str, limit: int | None = None) -> None:
     limit = memory_limit() if limit is None else limit
     if total > limit:
         gib = 2**30
+        steps_text = (f"{values['steps']:,}" if values["steps"] < STEPS_CAP
+                      else f"more than {STEPS_CAP:.0e}")
         at_start = dict(values, steps=1, noise={"enabled": False})
         key = "ecosystem" if estimate_bytes(at_start)[0] > limit / 2 else "steps"
         raise ScenarioError(source, key, f"this scenario needs about {total / gib:.1f} "
-                            f"GiB ({ties:,} ties, {values['steps']:,} steps), above the limit of "
+                            f"GiB ({ties:,} ties, {steps_text} steps), above the limit of "
                             f"{limit / gib:.1f} GiB (half the memory available); expected "
                             + ("fewer organizations or individuals, or a lower mean_degree"
                                if key == "ecosystem" else "fewer steps"))
@@ -603,6 +622,8 @@ def _read_bytes(path: Path) -> bytes:
         raise ScenarioError(where, "", "file not found") from None
     except OSError as e:
         raise ScenarioError(where, "", f"cannot read: {e.strerror}") from None
+    except ValueError:  # an embedded NUL (from the API; argv cannot hold one)
+        raise ScenarioError(where, "", "expected a file name without NUL characters") from None
     if stat.S_ISDIR(st.st_mode):
         raise ScenarioError(where, "", "expected a TOML file, got a directory")
     if not stat.S_ISREG(st.st_mode):

@@ -547,3 +547,29 @@ def test_large_erdos_renyi_is_refused_up_front_or_fast():
 
         g = make_graph(SimpleNamespace(**v["ecosystem"]), 1)
         assert g.number_of_nodes() == 200_000 and time.perf_counter() - t0 < 60
+
+
+def test_sigterm_and_huge_numbers(tmp_path, capsys):
+    """SIGTERM ends a run like Ctrl-C (exit 130, its temporary folder removed); integers of
+    hundreds of digits and non-string keys are one-line errors, not OverflowError/TypeError."""
+    out = tmp_path / "o"
+    p = subprocess.Popen([SPIRAL, "run", str(SCENARIOS / "baseline.toml"), "--quiet",
+                          "--steps", "5000", "--out", str(out)], stdout=subprocess.DEVNULL,
+                         stderr=subprocess.PIPE)
+    deadline = time.time() + 60
+    while time.time() < deadline and not any(tmp_path.iterdir()):
+        time.sleep(0.1)  # the temporary folder appears before the first step
+    p.send_signal(signal.SIGTERM)
+    err = p.stderr.read().decode()
+    assert p.wait(timeout=60) == 130 and "Traceback" not in err, err
+    assert list(tmp_path.iterdir()) == []
+    huge = "1" + "0" * 400
+    for override in (f"initial.trust={huge}", f"interventions.0.dose={huge}",
+                     f"interventions.0.step={huge}", f"steps={huge}"):
+        assert cli.main(["validate", str(TURN), "--set", override]) == 2
+        e = capsys.readouterr().err
+        assert e.count("\n") == 1 and "Traceback" not in e and len(e) < 400, e
+    from sim.scenario import from_dict
+    for raw in ({1: 2}, {"mindset": {3: 1}}, {"interventions": [{7: 1}]}, [1, 2]):
+        with pytest.raises(ScenarioError):
+            from_dict(raw, "api")
