@@ -157,7 +157,13 @@ def main_compare(args) -> int:
     """`spiral compare`; the command-line checks (--seeds >= 1) are sim.cli's."""
     import sys
 
-    from sim.outputs import COMPARE_FILES, OutputError, prepare_folder, write_figure
+    from sim.outputs import (
+        COMPARE_FILES,
+        OutputError,
+        first_nonfinite,
+        prepare_folder,
+        write_figure,
+    )
     from sim.scenario import SEED_MAX, ScenarioError
 
     a = load(args.a, args.set or [])
@@ -177,6 +183,13 @@ def main_compare(args) -> int:
             with tqdm(total=2 * args.seeds, desc="compare", unit="run", leave=False,
                       file=sys.stderr) as bar:
                 result = compare(a, b, args.seeds, bar.update)
+        for label, path in (("A", args.a), ("B", args.b)):  # no NaN or inf in any output
+            for summ in result["runs"][label][0]:
+                hit = first_nonfinite({k: summ[k] for k in OUTCOMES})
+                if hit is not None:
+                    raise ScenarioError(str(path), hit, f"the run with seed {summ['seed']} "
+                                        "produced a non-finite value (NaN or inf); expected "
+                                        "finite numbers")
         rows = result["rows"]
         md = table_markdown(rows, a.name, b.name, args.seeds)
         try:

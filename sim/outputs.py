@@ -330,18 +330,18 @@ def run_bytes(values: dict) -> int:
 
 
 # --- no NaN or inf in any output ------------------------------------------------------------
-def _first_nonfinite(value, path: str = ""):
+def first_nonfinite(value, path: str = ""):
     """The dotted path of the first NaN or inf in nested dicts/lists of numbers, or None."""
     if isinstance(value, float | np.floating):
         return path if not math.isfinite(value) else None
     if isinstance(value, dict):
         for k, v in value.items():
-            hit = _first_nonfinite(v, f"{path}.{k}" if path else str(k))
+            hit = first_nonfinite(v, f"{path}.{k}" if path else str(k))
             if hit is not None:
                 return hit
     if isinstance(value, list | tuple):
         for i, v in enumerate(value):
-            hit = _first_nonfinite(v, f"{path}[{i}]")
+            hit = first_nonfinite(v, f"{path}[{i}]")
             if hit is not None:
                 return hit
     return None
@@ -352,7 +352,7 @@ def check_finite(model, summary: dict, columns: dict[str, dict]) -> None:
     scenario, the output and the column, instead of a file that is not valid JSON or a series
     a reader silently averages over."""
     source = model.scenario_spec.path
-    hit = _first_nonfinite({k: v for k, v in summary.items() if k != "parameters"})
+    hit = first_nonfinite({k: v for k, v in summary.items() if k != "parameters"})
     if hit is not None:
         raise ScenarioError(source, f"summary.json: {hit}", "the run produced a non-finite "
                             "value (NaN or inf); expected finite numbers: these parameters are "

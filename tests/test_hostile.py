@@ -573,3 +573,54 @@ def test_sigterm_and_huge_numbers(tmp_path, capsys):
     for raw in ({1: 2}, {"mindset": {3: 1}}, {"interventions": [{7: 1}]}, [1, 2]):
         with pytest.raises(ScenarioError):
             from_dict(raw, "api")
+
+
+# --- fuzz: hostile names and output paths -------------------------------------------------
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+FUZZ = settings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", 1000)), deadline=None,
+                derandomize=True, suppress_health_check=list(HealthCheck))
+hostile_text = st.one_of(
+    st.text(max_size=20),
+    st.text(alphabet=st.sampled_from(list("./\\\x00\x01\n\r\t ~-é\u202e\ufeff")
+                                     + ["\udcff"]), max_size=12),
+    st.sampled_from(["..", ".", "", "~", "-", "--out", "runs", "file", "file/x"]),
+    st.integers(1, 400).map(lambda n: "n" * n))
+
+
+@FUZZ
+@given(hostile_text)
+def test_fuzz_names_are_safe_folder_names_or_one_line(name):
+    """Any name: refused with a ScenarioError naming `name`, or the default folder
+    runs/<name>-<seed> is one component inside runs/."""
+    from sim.scenario import from_dict
+
+    try:
+        sc = from_dict({"name": name}, "fuzz")
+    except ScenarioError as e:
+        assert e.key == "name" and "\n" not in str(e)
+        return
+    folder = Path("runs") / f"{sc.name}-{sc.seed}"
+    assert folder.parent == Path("runs") and folder.name not in ("", ".", "..")
+    assert len(os.fsencode(folder.name)) <= 255
+    assert os.path.normpath(folder).startswith("runs" + os.sep)
+    folder.name.encode("utf-8")
+
+
+@FUZZ
+@given(st.lists(hostile_text, min_size=1, max_size=4))
+def test_fuzz_out_paths_checked_up_front(tmp_path_factory, parts):
+    """Any --out: prepare_folder refuses with one line, or gives a temporary folder that an
+    abort removes without a trace."""
+    tmp = tmp_path_factory.mktemp("o")
+    (tmp / "file").write_text("x")
+    text = str(tmp) + "/" + "/".join(parts)
+    try:
+        stage = outputs.prepare_folder(text)
+    except ScenarioError as e:
+        assert "\n" not in str(e) and str(e).startswith("--out ")
+    else:
+        assert stage.tmp.is_dir() and stage.tmp.parent == stage.target.parent
+        stage.abort()
+    assert sorted(p.name for p in tmp.iterdir()) == ["file"]
