@@ -44,6 +44,8 @@ RUN_FILES = ("summary.json", "timeseries.parquet", "alliances.parquet", "network
 UI_FILES = ("ui-network.png", "ui-phase.png", "ui-series.png")
 COMPARE_FILES = ("compare.md", "compare.csv", "compare.png")
 PSEUDO_FS = ("/proc", "/sys", "/dev")
+COUNT_COLUMNS = {"blames", "opportunities", "alliances_active", "alliances_formed",
+                 "alliances_ended"}  # integer columns that can only grow from 0
 LEGACY_TMP_AGE = 600  # seconds: a temporary without a pid in its name older than this is stale
 NAME_MAX = 255  # bytes in one path component (Linux)
 
@@ -360,6 +362,12 @@ def check_finite(model, summary: dict, columns: dict[str, dict]) -> None:
     for table, cols in columns.items():
         for name, col in cols.items():
             a = np.asarray(col)
+            if name in COUNT_COLUMNS and a.dtype.kind in "iu" and (a < 0).any():
+                row = int(np.flatnonzero(a < 0)[0])
+                raise ScenarioError(source, f"{table}: {name}", f"the run produced a negative "
+                                    f"count ({int(a[row])}, an int64 count that wrapped) in "
+                                    f"row {row + 1}; expected counts >= 0: these parameters "
+                                    "are outside what the model can compute")
             if a.dtype.kind == "f" and not np.isfinite(a).all():
                 row = int(np.flatnonzero(~np.isfinite(a))[0])
                 raise ScenarioError(source, f"{table}: {name}", f"the run produced a non-finite "

@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 import networkx as nx
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -624,3 +625,77 @@ def test_fuzz_out_paths_checked_up_front(tmp_path_factory, parts):
         assert stage.tmp.is_dir() and stage.tmp.parent == stage.target.parent
         stage.abort()
     assert sorted(p.name for p in tmp.iterdir()) == ["file"]
+
+
+def _extreme_cases():
+    from sim.scenario import SCHEMA
+
+    for sec, keys in SCHEMA.items():
+        for k, spec in keys.items():
+            if sec and spec.kind == "float":
+                vals = [spec.hi] + ([float(np.nextafter(spec.lo, np.inf))] if spec.lo_open
+                                    else [spec.lo] + ([5e-324] if spec.lo == 0 else []))
+                yield sec, k, vals
+
+
+@pytest.mark.parametrize("sec, key, vals", list(_extreme_cases()),
+                         ids=[f"{s}.{k}" for s, k, _ in _extreme_cases()])
+def test_every_float_key_at_its_extremes_gives_finite_outputs(sec, key, vals):
+    """Each float key at its bounds (and the smallest positive float above 0), alone, with
+    hurt_rate 0 (the NaN of the issue) and with the most differences: the outputs are
+    finite and the blame counts never wrap."""
+    import warnings
+
+    from sim.model import AllianceModel
+
+    base = {"steps": 8, "ecosystem": {"organizations": 8, "graph": "complete",
+                                      "individuals_per_organization": 2}}
+    for v in vals:
+        for extra in ({}, {"mindset": {"hurt_rate": 0.0}},
+                      {"differences": {"rate": 100.0, "size": 100.0}}):
+            raw = {**base, **{s: dict(d) for s, d in extra.items()}}
+            raw[sec] = {**raw.get(sec, {}), key: v}
+            try:
+                m = AllianceModel(raw)
+            except ScenarioError:
+                continue  # e.g. theta_down = 1 >= theta_up: refused, fine
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                m.run()
+            ts = m.timeseries()
+            outputs.check_finite(m, m.summary(), {
+                "timeseries.parquet": {c: ts[c].to_numpy() for c in ts.columns},
+                "alliances.parquet": m.alliances()})
+            assert (m.state.al_blames >= 0).all()
+
+
+def test_a_kernel_nan_is_stopped_at_the_outputs(tmp_path):
+    """Validation refuses blame_level < 0.01; if a value slipped past it (the kernel has no
+    guard of its own yet), the last-line check refuses to write the NaN or the wrapped count."""
+    import warnings
+
+    from sim.model import AllianceModel
+
+    m = AllianceModel({"steps": 6, "ecosystem": {"organizations": 6, "graph": "complete"},
+                       "mindset": {"hurt_rate": 0.0}, "differences": {"rate": 5.0}})
+    m.p.differences.blame_level = 5e-324  # bypass validation, as the issue's example did
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        m.run()
+    with pytest.raises(ScenarioError) as e:
+        outputs.write_run(m, tmp_path / "o")
+    assert "non-finite" in str(e.value) or "negative" in str(e.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_wrapped_count_is_stopped_at_the_outputs(tmp_path):
+    """The issue's -9223372036854775808 blames: a negative count is refused, not written."""
+    from sim.model import AllianceModel
+
+    m = AllianceModel(DYAD)
+    m.run(3)
+    m.state.al_blames[0] = np.iinfo(np.int64).min
+    with pytest.raises(ScenarioError, match="alliances.parquet: blames: the run produced a "
+                                            "negative count"):
+        outputs.write_run(m, tmp_path / "o")
+    assert list(tmp_path.iterdir()) == []
