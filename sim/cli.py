@@ -320,6 +320,14 @@ def _main(argv: list[str] | None) -> int:
     except BrokenPipeError:  # `spiral ... | head -1`: the reader is gone; end quietly
         _quiet_stdout()
         return 141  # 128 + SIGPIPE, as a shell reports it
+    except OSError as e:  # the last net: a file the command could not read or write
+        where = e.filename if e.filename is not None else "spiral"
+        print(f"error: {ScenarioError(str(where), '', e.strerror or str(e))}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except MemoryError:
+        print("error: spiral: out of memory; expected a smaller scenario or sweep",
+              file=sys.stderr)
+        return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
