@@ -217,6 +217,7 @@ def cmd_ui(args) -> int:
         raise UsageError(f"spiral ui: --scenarios: expected a folder, got {folder}")
     if not 0 < args.port < 65536:
         raise UsageError(f"spiral ui: --port: expected 1..65535, got {args.port}")
+    _check_listen(args.host, args.port)
     env = {**os.environ, "SPIRAL_SCENARIOS": str(folder.resolve()),
            "SPIRAL_UI_SCENARIO": first}
     cmd = [sys.executable, "-m", "solara", "run", "sim.app", "--host", args.host, "--port",
@@ -229,6 +230,25 @@ def cmd_ui(args) -> int:
     os.chdir(Path(__file__).resolve().parent.parent)
     os.execve(sys.executable, cmd, env)
     return 0  # not reached
+
+
+def _check_listen(host: str, port: int) -> None:
+    """Fail with one line before Solara starts if the server could not listen there."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError, ValueError) as e:
+        raise UsageError(f"spiral ui: --host {host!r}: cannot resolve it "
+                         f"({getattr(e, 'strerror', None) or e})") from None
+    family, kind, proto, _, addr = infos[0]
+    with socket.socket(family, kind, proto) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(addr)
+        except OSError as e:
+            raise UsageError(f"spiral ui: --port {port} on {host}: cannot listen there "
+                             f"({e.strerror or e}); expected a free port") from None
 
 
 def cmd_compare(args) -> int:

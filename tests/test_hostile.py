@@ -699,3 +699,16 @@ def test_a_wrapped_count_is_stopped_at_the_outputs(tmp_path):
                                             "negative count"):
         outputs.write_run(m, tmp_path / "o")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_ui_port_in_use_or_bad_host_is_one_line(capsys):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        for args, frag in ((["--port", str(port), "--host", "127.0.0.1"], "cannot listen there"),
+                           (["--host", "no such host.invalid"], "cannot resolve it"),
+                           (["--port", "0"], "--port: expected 1..65535")):
+            assert cli.main(["ui", *args]) == 2
+            err = capsys.readouterr().err
+            assert err.count("\n") == 1 and frag in err, err
