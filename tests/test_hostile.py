@@ -13,6 +13,7 @@ import errno
 import json
 import os
 import random
+import shutil
 import signal
 import socket
 import subprocess
@@ -712,3 +713,60 @@ def test_ui_port_in_use_or_bad_host_is_one_line(capsys):
             assert cli.main(["ui", *args]) == 2
             err = capsys.readouterr().err
             assert err.count("\n") == 1 and frag in err, err
+
+
+# --- fuzz: the whole command line ---------------------------------------------------------
+CLI_VALUES = ["-1", "0", "1", "2", "1e400", "nan", "inf", "-inf", "1" + "0" * 30, '"x"', "true",
+              "[1,2]", "{a=1}", "\udcff", "\x00", "é", "'", '"', "[[[[", "1 # c", "1\n[x]", "",
+              " ", "0x10", "1_000", "2024-01-01", "3.5", "-0.0", "../x", "a" * 300]
+CLI_KEYS = ["seed", "steps", "name", "description", "ecosystem.organizations", "ecosystem.graph",
+            "ecosystem.mean_degree", "differences.blame_level", "mindset.hurt_rate",
+            "interventions.0.dose", "interventions.0.every", "interventions.0.until",
+            "interventions.0.step", "interventions.0.kind", "interventions.0.target",
+            "interventions", "mindset", "", ".", "a.b.c", "interventions.-1.dose",
+            "noise.enabled", "regimes.window", "ecosystem.individuals_per_organization",
+            "patience.horizon", "formation.rate"]
+
+
+def test_fuzz_command_lines(tmp_path, monkeypatch, capsys):
+    """1,000 random command lines (run, validate, compare) mixing hostile files, --set pairs,
+    --steps/--seed and --out: exit 0 with complete outputs, or exit 2 with one line and
+    nothing written."""
+    monkeypatch.chdir(tmp_path)
+    rng = random.Random(2026)
+    files = [str(DYAD), str(TURN), str(SCENARIOS / "baseline.toml"), "/dev/null", "/dev/zero",
+             "/", "nope.toml", "/etc/passwd", "/proc/self/status"]
+    (tmp_path / "f").write_text("x")
+    outcomes = {0: 0, 2: 0}
+    for _ in range(int(os.environ.get("FUZZ_EXAMPLES", 1000))):
+        cmd = rng.choice(["run", "validate", "compare"])
+        args = [cmd]
+        args += ([rng.choice(files[:3]), rng.choice(files), "--seeds", rng.choice("12")]
+                 if cmd == "compare" else [rng.choice(files)])
+        for _ in range(rng.randint(0, 3)):
+            args.append(f"--set={rng.choice(CLI_KEYS)}={rng.choice(CLI_VALUES)}")
+        if cmd == "run":
+            args.append(f"--steps={rng.choice(['2', '0', '-3', '3', '2'])}")
+            if rng.random() < 0.3:
+                args.append(f"--seed={rng.choice(['-1', '5', '0', str(2**70)])}")
+        if cmd == "compare":  # keep the runs small
+            args += ["--set=steps=2", "--set=ecosystem.organizations=6"]
+        out = rng.choice(["out", "out/a", "/proc/x", "f/x", "f", "."])
+        if cmd in ("run", "compare"):
+            args += ["--quiet", "--out", out]
+        rc = cli.main(args)
+        cap = capsys.readouterr()
+        assert rc in (0, 2), (args, rc, cap.err)
+        outcomes[rc] += 1
+        left = sorted(p.name for p in tmp_path.iterdir())
+        if rc == 2:
+            assert cap.err.startswith("error: ") and cap.err.count("\n") == 1, (args, cap.err)
+            assert left == ["f"], (args, left)
+        else:
+            assert "Traceback" not in cap.err
+            if cmd == "run":
+                assert outputs_complete(tmp_path / out)
+            for p in tmp_path.iterdir():
+                if p.name != "f":
+                    shutil.rmtree(p)
+    assert outcomes[0] > 50 and outcomes[2] > 300, outcomes
