@@ -770,3 +770,4 @@ def test_fuzz_command_lines(tmp_path, monkeypatch, capsys):
                 if p.name != "f":
                     shutil.rmtree(p)
     assert outcomes[0] > 50 and outcomes[2] > 300, outcomes
+    print(f"command lines: {outcomes[0]} ran, {outcomes[2]} refused with one line")
