@@ -240,7 +240,7 @@ def prepare_folder(out: str | Path, known: Iterable[str] = RUN_FILES, need_bytes
     less free space than need_bytes, a name too long.
     """
     text = os.fspath(out)
-    where = f"{label} {text}"
+    where = f"{label} {text if len(text) <= 200 else text[:90] + '...' + text[-90:]}"
     if not text or "\0" in text:
         raise OutputError(f"{label} {text!r}", "expected a folder path")
     try:
@@ -295,10 +295,10 @@ def prepare_folder(out: str | Path, known: Iterable[str] = RUN_FILES, need_bytes
             raise OutputError(where, f"only {free / 2**20:.1f} MB free on that filesystem; "
                               f"the outputs need about {need_bytes / 2**20:.1f} MB")
         created = []
-        for d in reversed(missing):
-            os.mkdir(d)
-            created.append(d)
         try:
+            for d in reversed(missing):
+                os.mkdir(d)
+                created.append(d)
             clean_stale(target.parent)
             tmp = Path(tempfile.mkdtemp(prefix=_tmp_prefix(target.name), suffix=".tmp",
                                         dir=target.parent))

@@ -145,6 +145,8 @@ CASES = [
      ["holds files that are not outputs of this command (e.g. 'notes.txt')"]),
     ("out-name-too-long", {}, ["run", str(DYAD), "--out", "{t}/" + "y" * 300],
      ["expected folder names of at most 255 bytes"]),
+    ("out-path-too-long", {}, ["run", str(DYAD), "--out", "{t}/" + "/".join(["q" * 250] * 20)],
+     ["cannot write there: File name too long"]),
     ("out-compare-under-file", {"f": "x"}, ["compare", str(DYAD), str(DYAD), "--seeds", "1",
                                             "--out", "{t}/f/c"], ["/f is a file"]),
 ]
