@@ -285,7 +285,12 @@ def prepare_folder(out: str | Path, known: Iterable[str] = RUN_FILES, need_bytes
                                   f"(e.g. {foreign[0]!r}); expected a new or empty folder, or "
                                   "a previous run's folder (it is replaced as a whole)")
         if not os.access(anc, os.W_OK | os.X_OK):
-            raise OutputError(where, f"cannot write in {anc}: permission denied")
+            try:
+                readonly = bool(os.statvfs(anc).f_flag & os.ST_RDONLY)
+            except OSError:
+                readonly = False
+            raise OutputError(where, f"cannot write in {anc}: " + (
+                "read-only file system" if readonly else "permission denied"))
         try:
             vfs = os.statvfs(anc)
             free = vfs.f_bavail * vfs.f_frsize

@@ -773,3 +773,48 @@ def test_fuzz_command_lines(tmp_path, monkeypatch, capsys):
                     shutil.rmtree(p)
     assert outcomes[0] > 50 and outcomes[2] > 300, outcomes
     print(f"command lines: {outcomes[0]} ran, {outcomes[2]} refused with one line")
+
+
+@pytest.fixture
+def small_fs(tmp_path):
+    """A real 600 KiB tmpfs (needs root and mount rights; skipped otherwise)."""
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+
+    def mount(opts: str):
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(mnt)],
+                           capture_output=True)
+        if r.returncode:
+            pytest.skip("cannot mount a tmpfs here")
+        return mnt
+    yield mount
+    subprocess.run(["umount", str(mnt)], capture_output=True)
+
+
+def test_real_read_only_filesystem(small_fs, capsys):
+    mnt = small_fs("size=600k,ro")
+    rc = cli.main(["run", str(DYAD), "--quiet", "--out", str(mnt / "o" / "p")])
+    err = capsys.readouterr().err
+    assert rc == 2 and err == f"error: --out {mnt}/o/p: cannot write in {mnt}: read-only file " \
+                              "system\n"
+
+
+def test_real_full_filesystem(small_fs, capsys, monkeypatch):
+    """A real full disk: refused up front by the free-space check; and a real ENOSPC half-way
+    through writing (the check told to pass): one line, the previous run untouched, no
+    temporary left."""
+    mnt = small_fs("size=3m")
+    out = mnt / "o"
+    assert cli.main(["run", str(DYAD), "--quiet", "--out", str(out)]) == 0
+    vfs = os.statvfs(mnt)
+    (mnt / "fill").write_bytes(b"\0" * (vfs.f_bavail * vfs.f_frsize - 100_000))
+    capsys.readouterr()
+    assert cli.main(["run", str(DYAD), "--quiet", "--out", str(out), "--seed", "2"]) == 2
+    assert "MB free on that filesystem" in capsys.readouterr().err
+    monkeypatch.setattr(outputs, "run_bytes", lambda values: 0)
+    rc = cli.main(["run", str(DYAD), "--quiet", "--out", str(out), "--seed", "2"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err == f"error: --out {out}: cannot write the results: No space left " \
+                              "on device\n", err
+    assert sorted(p.name for p in mnt.iterdir()) == ["fill", "o"]
+    assert json.loads((out / "summary.json").read_text())["seed"] == 1 and outputs_complete(out)
