@@ -732,21 +732,29 @@ def load(path: str | Path, overrides: list[str] | None = None,
     """Read (following `extends`), merge over defaults, apply --set overrides, validate.
 
     flags: (label, "key=value") pairs from dedicated options such as ("--steps", "steps=0");
-    they apply after the --set overrides and a problem is reported under their own label.
+    they apply after the --set overrides. All overrides are validated together (so
+    `--set interventions.0.step=250 --steps 300` is fine); when that fails, the problem is
+    reported under the first stage (--set, then each flag) at which it appears.
     """
     raw, data, chain = read_scenario(path)
     values = validate(raw, str(path))
-    stages = [("--set", list(overrides or []))] + [(label, [text]) for label, text in
-                                                   (flags or [])]
-    parsed_all: list[tuple[str, Any]] = []
-    for label, texts in stages:
-        if not texts:
-            continue
-        source = f"{path} ({label})"
-        parsed = [parse_override(o, source) for o in texts]
-        raw = apply_overrides(raw, parsed, source)
-        values = validate(raw, source)  # the earlier stages were fine: a problem is this one's
-        parsed_all += parsed
+    stages = [(f"{path} (--set)", list(overrides or []))] + [
+        (f"{path} ({label})", [text]) for label, text in (flags or [])]
+    stages = [(src, [parse_override(o, src) for o in texts]) for src, texts in stages if texts]
+    if not stages:
+        return Scenario(values, str(path), hashlib.sha256(data).hexdigest(), [], chain[1:])
+    parsed_all = [kv for _, parsed in stages for kv in parsed]
+    merged = raw
+    for src, parsed in stages:
+        merged = apply_overrides(merged, parsed, src)
+    try:
+        values = validate(merged, stages[-1][0])
+    except ScenarioError:  # the file is fine on its own: find the stage that breaks it
+        step = raw
+        for src, parsed in stages:
+            step = apply_overrides(step, parsed, src)
+            validate(step, src)
+        raise
     return Scenario(values, str(path), hashlib.sha256(data).hexdigest(), parsed_all, chain[1:])
 
 
