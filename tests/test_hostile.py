@@ -818,3 +818,15 @@ def test_real_full_filesystem(small_fs, capsys, monkeypatch):
                               "on device\n", err
     assert sorted(p.name for p in mnt.iterdir()) == ["fill", "o"]
     assert json.loads((out / "summary.json").read_text())["seed"] == 1 and outputs_complete(out)
+
+
+def test_overrides_are_validated_together(tmp_path, capsys):
+    """--set moving an intervention past the file's steps is fine with --steps making room;
+    without it the error names (--set)."""
+    f = tmp_path / "s.toml"
+    f.write_text('steps = 10\n[[interventions]]\nstep = 5\nkind = "shock"\n')
+    sc = load(f, ["interventions.0.step=20"], [("--steps", "steps=30")])
+    assert sc.steps == 30 and sc.values["interventions"][0]["step"] == 20
+    assert cli.main(["validate", str(f), "--set", "interventions.0.step=20"]) == 2
+    assert "(--set): interventions[0].step: expected an integer from 1 to steps (10)" in \
+        capsys.readouterr().err
