@@ -266,7 +266,8 @@ def prepare_folder(out: str | Path, known: Iterable[str] = RUN_FILES, need_bytes
         if not anc.is_dir():
             raise OutputError(where, f"{anc} is a file; expected a folder there")
         real_anc = os.path.realpath(anc)
-        if any(real_anc == p or real_anc.startswith(p + "/") for p in PSEUDO_FS):
+        if any(real_anc == p or real_anc.startswith(p + "/") for p in PSEUDO_FS) and not (
+                real_anc + "/").startswith("/dev/shm/"):  # /dev/shm is an ordinary tmpfs
             top = "/" + real_anc.split("/")[1]
             raise OutputError(where, f"is under {top}, a system pseudo filesystem; expected an "
                               "ordinary folder")
