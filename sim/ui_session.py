@@ -143,7 +143,8 @@ class Session:
         n = g.number_of_nodes()
         if n <= 2:
             return np.array([[-0.6, 0.0], [0.6, 0.0]])[:n]
-        pos = nx.spring_layout(g, seed=seed, iterations=60 if n > 100 else 100)
+        # spring_layout seeds a legacy RandomState (< 2**32); scenario seeds go up to 2**63 - 1
+        pos = nx.spring_layout(g, seed=seed % 2**32, iterations=60 if n > 100 else 100)
         return np.array([pos[i] for i in range(n)])
 
     def set_override(self, key: str, value) -> None:

@@ -830,3 +830,13 @@ def test_overrides_are_validated_together(tmp_path, capsys):
     assert cli.main(["validate", str(f), "--set", "interventions.0.step=20"]) == 2
     assert "(--set): interventions[0].step: expected an integer from 1 to steps (10)" in \
         capsys.readouterr().err
+
+
+def test_ui_takes_any_valid_seed():
+    """The layout's legacy RandomState takes seeds < 2**32; the UI takes every valid seed."""
+    from sim.ui_session import Session
+
+    s = Session()
+    assert s.set_seed(str(2**62)) and s.error is None
+    assert not s.set_seed("-1") and "seed" in s.error
+    assert not s.set_seed("9" * 5000)  # more digits than int() takes: a message, no crash
