@@ -439,6 +439,7 @@ BYTES_PER_STEP = 7_000
 # sparse graphs (O(n + edges)), such a scenario is refused up front; set GNP_QUADRATIC = False
 # when it does.
 GNP_QUADRATIC = True
+MAX_APPLICATIONS = 10_000_000  # intervention applications in a run (each ~10-100 us, 10 B)
 STEPS_CAP = 10**15
 NS_PER_GNP_PAIR = 65
 SETUP_BUDGET_S = 120
@@ -493,6 +494,15 @@ def estimate_setup_seconds(values: dict) -> float:
     return 0.0
 
 
+def scheduled_applications(values: dict) -> int:
+    """How many times interventions are applied in a run (each repetition counts)."""
+    total = 0
+    for item in values.get("interventions", []):
+        every = item.get("every", 0)
+        total += (item.get("until", item["step"]) - item["step"]) // every + 1 if every else 1
+    return total
+
+
 def check_size(values: dict, source: str, limit: int | None = None) -> None:
     total, ties = estimate_bytes(values)
     limit = memory_limit() if limit is None else limit
@@ -507,6 +517,12 @@ def check_size(values: dict, source: str, limit: int | None = None) -> None:
                             f"{limit / gib:.1f} GiB (half the memory available); expected "
                             + ("fewer organizations or individuals, or a lower mean_degree"
                                if key == "ecosystem" else "fewer steps"))
+    apps = scheduled_applications(values)
+    if apps > MAX_APPLICATIONS:
+        raise ScenarioError(source, "interventions",
+                            f"{apps:,} scheduled applications (every repetition of every "
+                            f"intervention), above the budget of {MAX_APPLICATIONS:,}; expected "
+                            "fewer interventions, a larger every or an earlier until")
     secs = estimate_setup_seconds(values)
     if secs > SETUP_BUDGET_S:
         n = values["ecosystem"]["organizations"]

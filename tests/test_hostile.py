@@ -109,6 +109,9 @@ CASES = [
     ("blame-level-denormal", {"s.toml": "[differences]\nblame_level = 5e-324\n[mindset]\n"
                               "hurt_rate = 0\n"}, ["run", "{t}/s.toml"],
      ["s.toml: differences.blame_level: expected a number >= 0.01"]),
+    ("interventions-too-many", {"s.toml": "steps = 100000\n" + '[[interventions]]\nstep = 1\n'
+                                'kind = "shock"\ndose = 0.1\nevery = 1\n' * 200},
+     ["run", "{t}/s.toml"], ["s.toml: interventions: 20,000,000 scheduled applications"]),
     ("dev-zero", {}, ["validate", "/dev/zero"], ["/dev/zero: expected a regular TOML file, got "
                                                  "a device"]),
     ("dev-zero-run", {}, ["run", "/dev/zero"], ["/dev/zero: expected a regular TOML file"]),
