@@ -38,23 +38,29 @@ def main_query(args) -> int:
     from sim.outputs import atomic_write
 
     con = connect(args.dir)
+
+    def sql_error(e: Exception) -> ScenarioError:
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        return ScenarioError("query", "SQL", msg)
+
     try:
-        rel = con.sql(args.sql)
+        rel = con.sql(args.sql)  # parsed and bound here; most of it runs only below
+        if rel is None:
+            return 0
+        df = rel.df()  # runtime errors (division by zero, casts, ...) surface here
     except duckdb.Error as e:
-        msg = str(e).splitlines()[0]
-        raise ScenarioError("query", "SQL", msg) from None
-    if rel is None:
-        return 0
-    if args.csv or args.parquet:
-        df = rel.df()
+        raise sql_error(e) from None
+    try:
         if args.csv:
             atomic_write(Path(args.csv), lambda tmp: df.to_csv(tmp, index=False))
             print(f"written: {args.csv} ({len(df)} rows)")
         if args.parquet:
             atomic_write(Path(args.parquet), lambda tmp: df.to_parquet(tmp, index=False))
             print(f"written: {args.parquet} ({len(df)} rows)")
-    else:
-        df = rel.df()
+    except OSError as e:
+        raise ScenarioError("query", "--csv" if args.csv else "--parquet",
+                            f"cannot write {e.filename or ''}: {e.strerror or e}") from None
+    if not (args.csv or args.parquet):
         import pandas as pd
 
         with pd.option_context("display.max_rows", 200, "display.max_columns", 50,

@@ -143,7 +143,8 @@ class Session:
         n = g.number_of_nodes()
         if n <= 2:
             return np.array([[-0.6, 0.0], [0.6, 0.0]])[:n]
-        pos = nx.spring_layout(g, seed=seed, iterations=60 if n > 100 else 100)
+        # spring_layout seeds a legacy RandomState (< 2**32); scenario seeds go up to 2**63 - 1
+        pos = nx.spring_layout(g, seed=seed % 2**32, iterations=60 if n > 100 else 100)
         return np.array([pos[i] for i in range(n)])
 
     def set_override(self, key: str, value) -> None:
@@ -378,14 +379,13 @@ class Session:
 
     def export(self, folder: Path | None = None) -> Path:
         """The current run: Parquet tables, GraphML, the run figure and the UI's figures."""
-        from .outputs import write_figure, write_run
+        from .outputs import write_run
 
         sc = self.model.scenario_spec
         folder = folder or ROOT / "runs" / f"ui-{sc.name}-{sc.seed}-step{self.model.state.step}"
-        write_run(self.model, folder)
-        for name, make in (("network", self.network_figure), ("phase", self.phase_figure),
-                           ("series", self.series_figure)):
-            write_figure(folder / f"ui-{name}.png", make())
+        write_run(self.model, folder, extra={"ui-network.png": self.network_figure,
+                                             "ui-phase.png": self.phase_figure,
+                                             "ui-series.png": self.series_figure})
         self.say(f"Exported to {folder}")
         return folder
 
