@@ -56,7 +56,13 @@ def test_grid_sweep_end_to_end(tmp_path):
     assert set(df["status"]) == {"ok"}
     assert {"run", "mindset.abundance_share", "patience.horizon", "seed", "status",
             "mean_trust", "failure_rate", "share_spiral_in"} <= set(df.columns)
-    assert df["seed"].tolist() == [run_seed(7, r) for r in range(12)]
+    # replicate-major run numbers; common random numbers: a replicate's seed is the same at
+    # every point
+    assert df["point"].tolist() == [r % 6 for r in range(12)]
+    assert df["replicate"].tolist() == [r // 6 for r in range(12)]
+    assert df["seed"].tolist() == [run_seed(7, r // 6) for r in range(12)]
+    assert df.groupby("replicate")["seed"].nunique().eq(1).all()
+    assert df["seed"].nunique() == 2
     # a row equals `spiral run` of the same scenario and seed
     row = df.iloc[5]
     out = tmp_path / "single"
