@@ -72,7 +72,8 @@ class AllianceModel(mesa.Model):
         given = seed if seed is not _UNSET and seed is not None else rng
         if given is _UNSET and seed is not _UNSET:
             given = seed  # seed=None given explicitly
-        overrides = [(_flat_key(k), v) for k, v in params.items()]
+        overrides = [(_flat_key(k), v.item() if isinstance(v, np.generic) else v)
+                     for k, v in params.items()]
         if given is not _UNSET:
             if given is None:
                 given = _fresh_seed()
