@@ -607,6 +607,9 @@ def sobol_section(df, meta, report, res, fig, flags) -> list[str]:
             lines.append(f"{ycol}: incomplete or failed runs; rerun the sweep to finish.")
             continue
         Y = Yp.sort_index().to_numpy(float)
+        if np.ptp(Y) < 1e-12:
+            lines += [f"{ycol}: the same in every run ({Y[0]:g}); no indices.", ""]
+            continue
         si = sobol.analyze(problem, Y, calc_second_order=False, conf_level=0.95, seed=1)
         half = None
         if N >= 4:

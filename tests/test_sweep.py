@@ -245,12 +245,14 @@ def synthetic(folder: Path, x0: float, seeds: int = 6):
             y = 0.05 + 0.9 / (1 + np.exp(-(x - x0) / 0.06)) + rng.normal(0, 0.03)
             rows.append({"run": i * seeds + r, "point": i, "replicate": r,
                          "mindset.abundance_share": x, "seed": r, "status": "ok",
+                         "provenance_id": "synthetic",
                          "mean_trust": y, "share_spiral_in": y, "failure_rate": 1 - y,
                          "value_created": 100 * y, "value_perceived": 90 * y})
     (folder / "runs").mkdir(parents=True)
     pq.write_table(pa.Table.from_pylist(rows), folder / "runs" / "part-1.parquet")
-    (folder / "sweep.json").write_text('{"name": "synthetic", "design": "grid", '
-                                       '"parameters": {"mindset.abundance_share": [0]}}')
+    (folder / "sweep.json").write_text(
+        '{"name": "synthetic", "design": "grid", "parameters": {"mindset.abundance_share": '
+        f'[0]}}, "n_points": {len(xs)}, "replicates": {seeds}, "n_runs": {len(xs) * seeds}}}')
 
 
 def test_analysis_recovers_a_known_tipping_point(tmp_path):
@@ -279,7 +281,8 @@ def test_laws_L3_L4_L5_on_small_real_sweeps(tmp_path):
     assert 0.0 < healthy["tipping"] < collapsed["tipping"] < 1.0
     assert res["L4"]["gap"] > 0.1 and res["L4"]["low"] > 0  # hysteresis, beyond noise
     l5 = sweep_file(tmp_path, 'design = "grid"\nreplicates = 3\nseed = 1\nsteps = 200\n'
-                    '[parameters]\n"patience.horizon" = [5, 20, 80, 300]\n', "l5.toml")
+                    'outputs = "alliances"\n[parameters]\n'
+                    '"patience.horizon" = [5, 20, 80, 300]\n', "l5.toml")
     run_sweep(load_sweep(l5), tmp_path / "l5", workers=2, progress=False)
     res = analyse(tmp_path / "l5", tmp_path / "r5", B=200)["results"]
     assert res["L5"]["spearman"]["rho"] > 0.5
