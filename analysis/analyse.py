@@ -269,6 +269,10 @@ def _fmt_ci(est: dict, digits: int = 3) -> str:
     return txt
 
 
+def _p(p: float) -> str:
+    return "< 1e-16" if p < 1e-16 else f"= {p:.2g}"
+
+
 def _direction(low: float, high: float, up: str, down: str, none: str) -> str:
     if np.isfinite(low) and low > 0:
         return up
@@ -412,6 +416,8 @@ def analyse(folder: Path, report: Path, B: int = 1000, seed: int = 12345,
     # L5 ----------------------------------------------------------------------------------
     if varies(HORIZON):
         sections += l5_section(folder, report, ok, meta, B, rng, target_width, res, fig, flags)
+    if (folder / "alliances").is_dir():
+        sections += pairs_section(folder, report, ok, res, fig)
     # L6 ----------------------------------------------------------------------------------
     dose_cols = [c for c in ok.columns if c.startswith("interventions.") and
                  c.endswith(".dose") and varies(c)]
@@ -555,7 +561,7 @@ def l5_section(folder, report, ok, meta, B, rng, target, res, fig, flags) -> lis
              "cumulative hazard beside it.", ""]
     if grp.get("logrank"):
         lines += [f"Log-rank test across horizons: chi² {grp['logrank']['statistic']:.1f}, "
-                  f"df {grp['logrank']['df']}, p = {grp['logrank']['p']:.2g}.", ""]
+                  f"df {grp['logrank']['df']}, p {_p(grp['logrank']['p'])}.", ""]
     lines += [f"Spearman's rho between horizon and each run's Kaplan-Meier S({t_ref}): "
               f"{rho['rho']:.3f} {_fmt_ci(rho)} ({rho['n']} runs, MC error "
               f"{rho['mc_error']:.3f}).", ""]
@@ -578,6 +584,48 @@ def l5_section(folder, report, ok, meta, B, rng, target, res, fig, flags) -> lis
         lines += [f"| {k} | {v['hazard_ratio_per_sd']:.3f} | [{v['low']:.3f}, {v['high']:.3f}] "
                   f"| {v['p']:.2g} |" for k, v in coxr["covariates"].items()]
     lines += ["", f"![patience]({name})", ""]
+    return lines
+
+
+def pairs_section(folder, report, ok, res, fig) -> list[str]:
+    """Kaplan-Meier survival by the pair type of the two organizations' starting cultures."""
+    import matplotlib.pyplot as plt
+
+    from analysis import survival
+    from analysis.sweep import read_table
+
+    t = read_table(folder, "alliances")
+    if t is None or "pair" not in t.column_names:
+        return []
+    al = t.to_pandas()
+    al = al[al["run"].isin(ok["run"])]
+    if al.empty:
+        return []
+    t_ref = max(1, int(ok["steps"].max()) // 2)
+    grp, fitters = survival.by_group(al, "pair", t_ref)
+    res["survival_by_pair"] = grp
+    best = max(grp["groups"], key=lambda g: g["survival_t_ref"])
+    worst = min(grp["groups"], key=lambda g: g["survival_t_ref"])
+    title = (f"{best['level']} pairs last longest" if best is not worst else
+             "survival by pair type")
+    f, ax = plt.subplots(figsize=(6.5, 4.5), constrained_layout=True)
+    survival.plot_km(ax, fitters, title=title,
+                     colors=["#1a9850", "#fdae61", "#d73027"][: len(fitters)])
+    name = fig(report / "survival_pairs.png", f)
+    lines = ["## Alliance survival by pair type", "",
+             f"Kaplan-Meier survival of {len(al):,} alliances by the starting cultures of their "
+             f"two organizations (censored at the end of the run); S({t_ref}) with Greenwood "
+             "95% intervals.", "",
+             f"| pair | alliances | ended | S({t_ref}) | 95% interval | median duration |",
+             "|---|---|---|---|---|---|"]
+    for g in grp["groups"]:
+        med = "not reached" if not np.isfinite(g["median"]) else f"{g['median']:.0f}"
+        lines.append(f"| {g['level']} | {g['alliances']} | {g['ended']} | "
+                     f"{g['survival_t_ref']:.3f} | [{g['survival_low']:.3f}, "
+                     f"{g['survival_high']:.3f}] | {med} |")
+    if grp.get("logrank"):
+        lines += ["", f"Log-rank test across pair types: p {_p(grp['logrank']['p'])}."]
+    lines += ["", f"![pairs]({name})", ""]
     return lines
 
 

@@ -150,6 +150,30 @@ def test_independent_streams_when_asked(tmp_path):
     assert df.loc[4, "seed"] == run_seed(3, 1, 1)
 
 
+def test_until_width_adds_replicates_until_intervals_are_narrow(tmp_path, capsys):
+    f = sweep_file(tmp_path, TINY.replace('[0, 0.5, 1]', '[0.6, 0.7]'))
+    assert cli.main(["sweep", str(f), "--out", str(tmp_path / "o"), "--quiet", "--workers", "1",
+                     "--until-width", "0.05", "--max-replicates", "40"]) in (0, 1)
+    df = frame(tmp_path / "o")
+    meta = json.loads((tmp_path / "o" / "sweep.json").read_text())
+    n = df.groupby("point").size()
+    assert (n == meta["replicates"]).all() and meta["replicates"] > 2
+    assert df["run"].tolist() == list(range(len(df)))
+    half, _ = sweep_mod.mc_half_width(tmp_path / "o", "mean_trust")
+    if meta["replicates"] < 40:
+        assert 2 * half <= 0.05
+    err = capsys.readouterr().err
+    assert "widest 95% interval" in err
+
+
+def test_an_empty_sweep_json_is_one_line(tmp_path, capsys):
+    f = sweep_file(tmp_path, TINY)
+    (tmp_path / "o").mkdir()
+    (tmp_path / "o" / "sweep.json").write_text("")
+    assert cli.main(["sweep", str(f), "--out", str(tmp_path / "o"), "--quiet"]) == 2
+    assert "unreadable sweep.json" in one_line_error(capsys)
+
+
 # --- provenance and resume ---------------------------------------------------------------
 def fake_provenance(monkeypatch, **changes):
     real = sweep_mod.code_provenance()
@@ -178,8 +202,6 @@ def test_resume_refuses_changed_code_names_it_and_force_is_recorded(tmp_path, mo
     f = sweep_file(tmp_path, TINY)
     sw = load_sweep(f)
     sweep_mod.run_sweep(sw, tmp_path / "o", progress=False)
-    sweep_mod._write_part  # noqa: B018
-    (tmp_path / "o" / "runs").joinpath  # noqa: B018
     # drop the last part to make the sweep unfinished, then change the "code"
     parts = sorted((tmp_path / "o" / "runs").glob("part-*.parquet"))
     df = frame(tmp_path / "o")
