@@ -111,7 +111,7 @@ def goodness(x, y, p) -> dict:
     return {"r2": 1 - rss / tss, "rmse": math.sqrt(rss / n), "aic_logistic": aic(rss, 4),
             "aic_linear": aic(rss_lin, 2), "delta_aic": d_aic, "max_slope": float(slope),
             "linear_slope": float(b), "s_curve": bool(d_aic > 2 and slope > abs(b)),
-            "steeper_than_identity": bool(slope > 1.0)}
+            "steeper_than_identity": bool(d_aic > 2 and slope > abs(b) and slope > 1.0)}
 
 
 def _resample(groups, rng):
