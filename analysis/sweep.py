@@ -285,13 +285,37 @@ def load_sweep(path: str | Path) -> Sweep:
         raise ScenarioError(src, "replicates", f"{n_points * replicates:,} runs: expected at "
                             f"most {MAX_RUNS:,}")
     sw.points = design_points(sw)
-    # every point must make a valid scenario (e.g. theta_down < theta_up for combinations)
+    validate_points(sw)
+    return sw
+
+
+# Scenario keys that take part in a check across keys (theta_down < theta_up, out_level <
+# in_level, the graph's degree against its size, interventions against steps and organizations,
+# the memory estimate). Every value of every parameter is checked on its own above; a point is
+# then valid if its combination of these keys is, so each distinct combination is validated
+# once (with the other parameters at the point's own values for the first point that has it).
+COUPLED_SECTIONS = ("ecosystem", "regimes", "formation", "noise")
+COUPLED_KEYS = ("steps", "mindset.theta_down", "mindset.theta_up")
+
+
+def _coupled(key: str) -> bool:
+    return (key in COUPLED_KEYS or key.split(".")[0] in COUPLED_SECTIONS
+            or key.startswith("interventions"))
+
+
+def validate_points(sw: Sweep) -> None:
+    """Every point must make a valid scenario (e.g. theta_down < theta_up for combinations)."""
+    coupled = [p.name for p in sw.params if any(_coupled(k) for k in p.keys)]
+    seen: set = set()
     for i, pt in enumerate(sw.points):
+        key = tuple(repr(pt[n]) for n in coupled)
+        if key in seen:
+            continue
+        seen.add(key)
         try:
             scenario_for(sw, pt)
         except ScenarioError as e:
-            raise ScenarioError(src, "parameters", f"point {i} {pt}: {e.message}") from None
-    return sw
+            raise ScenarioError(sw.path, "parameters", f"point {i} {pt}: {e.message}") from None
 
 
 def _column_kind(kspec, values: list) -> str:
