@@ -684,9 +684,20 @@ def sobol_section(df, meta, report, res, fig, flags) -> list[str]:
                   for n, v in sob[ycol].items()]
         lines.append("")
     if wide:
-        flags.append("Sobol indices unreliable for " + ", ".join(wide) + " (intervals wider "
-                     "than ±0.1, totals above 1 or indices that move between N/2 and N): "
-                     "raise samples (and replicates)")
+        why = []
+        for ycol in wide:
+            c, d = conv[ycol], sob[ycol]
+            parts = []
+            if c["wide"]:
+                worst = max(max(d[n]["S1_conf"], d[n]["ST_conf"]) for n in c["wide"])
+                parts.append(f"intervals up to ±{worst:.2f} ({', '.join(c['wide'])})")
+            if c["total_above_1"]:
+                parts.append(f"total index above 1 ({', '.join(c['total_above_1'])})")
+            if c["not_converged"]:
+                parts.append(f"moves between N/2 and N ({', '.join(c['not_converged'])})")
+            why.append(f"{ycol}: " + "; ".join(parts))
+        flags.append("Sobol indices unreliable (" + " | ".join(why) + "): raise samples (the "
+                     "intervals shrink as 1/sqrt(N)) and replicates")
     if sob:
         f, axes = plt.subplots(1, len(sob), figsize=(5 * len(sob), 4.5),
                                constrained_layout=True, squeeze=False)
