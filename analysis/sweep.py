@@ -455,7 +455,10 @@ def alliance_rows(model, run: int) -> dict[str, np.ndarray]:
         cols["censored"] = ended < 0
     if "duration" not in cols:
         cols["duration"] = np.where(ended >= 0, ended, last) - formed
-    kind = np.where(s.abundant_start, "A", "S")
+    start = getattr(s, "abundant_start", None)
+    if start is None:  # a state without the flag: the culture's level decides
+        start = s.culture >= 0.5
+    kind = np.where(start, "A", "S")
     a, b = kind[np.asarray(cols["org_a"])], kind[np.asarray(cols["org_b"])]
     pair = np.where(a == b, np.char.add(a, b), "AS")
     cols["pair"] = np.array([{"AA": "abundance-abundance", "SS": "scarcity-scarcity",
@@ -759,10 +762,12 @@ def prepare_out(sw: Sweep, out: Path, force: bool = False) -> None:
             raise ScenarioError(str(meta_path), "", "unreadable sweep.json (empty or not "
                                 "JSON); expected the file written by `spiral sweep`, or choose "
                                 "another --out") from None
-        same = (old.get("design_sha256") == meta["design_sha256"] if "design_sha256" in old
-                else old.get("sweep_sha256") == sw.sha256
-                and old.get("base_sha256") == sw.base.file_sha256)
-        if not same:
+        if "design_sha256" not in old:  # numbered runs point-major, seeds by run index
+            raise ScenarioError(str(out), "sweep.json", "this folder was made by an older "
+                                "version that numbered runs and chose seeds differently; it "
+                                "cannot be resumed (not even with --force); expected a new "
+                                "--out")
+        if old.get("design_sha256") != meta["design_sha256"]:
             raise ScenarioError(str(out), "sweep.json", "this folder holds results of another "
                                 "sweep (or an edited sweep or base file); expected the same "
                                 "sweep, or choose another --out")

@@ -166,6 +166,17 @@ def test_until_width_adds_replicates_until_intervals_are_narrow(tmp_path, capsys
     assert "widest 95% interval" in err
 
 
+def test_a_folder_from_the_old_numbering_is_never_resumed(tmp_path, capsys):
+    f = sweep_file(tmp_path, TINY)
+    run_sweep(load_sweep(f), tmp_path / "o", progress=False)
+    meta = json.loads((tmp_path / "o" / "sweep.json").read_text())
+    del meta["design_sha256"], meta["provenance"]
+    (tmp_path / "o" / "sweep.json").write_text(json.dumps(meta))
+    for extra in ([], ["--force"]):
+        assert cli.main(["sweep", str(f), "--out", str(tmp_path / "o"), "--quiet", *extra]) == 2
+        assert "older version" in one_line_error(capsys)
+
+
 def test_an_empty_sweep_json_is_one_line(tmp_path, capsys):
     f = sweep_file(tmp_path, TINY)
     (tmp_path / "o").mkdir()
