@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy import optimize, stats
+from scipy import optimize, special, stats
 
 from sim.scenario import ScenarioError
 
@@ -39,7 +39,7 @@ START = "initial.trust"
 
 
 def logistic(x, lo, hi, x0, w):
-    return lo + (hi - lo) / (1.0 + np.exp(-(x - x0) / w))
+    return lo + (hi - lo) * special.expit((np.asarray(x, float) - x0) / w)
 
 
 LEVEL = 0.5  # the tipping share is where the fitted curve crosses this outcome level

@@ -85,7 +85,9 @@ def discover(df: pd.DataFrame, columns: list[str], expr: str, threshold: float =
         res["cart"]["best_leaf"] = {"leaf": best, **{k: float(stats.loc[best, k]) for k in
                                                      ("coverage", "density", "mass")},
                                     "limits": {col: [float(b[col].iloc[0]), float(b[col].iloc[1])]
-                                               for col in b.columns}}
+                                               for col in b.columns
+                                               if b[col].iloc[0] > x[col].min() + 1e-12
+                                               or b[col].iloc[1] < x[col].max() - 1e-12}}
     res["_tables"] = {"prim_trajectory": traj, "prim_box": lims, "cart_stats": stats,
                       "cart_boxes": pd.concat({f"leaf {k}": b for k, b in enumerate(boxes)})}
     res["_figure"] = tradeoff
@@ -116,7 +118,8 @@ def markdown(res: dict, warning: str | None) -> str:
                   f"coverage {b['coverage']:.3f}, density {b['density']:.3f}, mass "
                   f"{b['mass']:.3f}.", "", "| parameter | from | to |", "|---|---|---|"]
         lines += [f"| {k} | {lo:g} | {hi:g} |" for k, (lo, hi) in b["limits"].items()]
-        lines.append("")
+        lines += ["", "Only the parameters the box restricts are listed; the others span their "
+                  "whole range.", ""]
     return "\n".join(lines)
 
 

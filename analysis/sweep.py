@@ -724,6 +724,8 @@ class Lock:
         self.fd = None
 
     def __enter__(self):
+        if self.fd is not None:  # already held
+            return self
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -807,8 +809,13 @@ def run_sweep(sw: Sweep, out: Path, workers: int = 1, scheduler: str | None = No
     try:
         if out.exists() and not out.is_dir():
             raise ScenarioError(str(out), "--out", "expected a folder, got a file")
-        out.mkdir(parents=True, exist_ok=True)
-        with Lock(out):
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            lock = Lock(out).__enter__()
+        except OSError as e:
+            raise ScenarioError(str(out), "--out", f"cannot write here ({e.strerror or e}); "
+                                "expected a writable folder") from None
+        with lock:
             return _run_locked(sw, out, executor, workers, scheduler, progress, flush_rows,
                                flush_seconds, force)
     finally:

@@ -128,6 +128,18 @@ class AllianceModel(mesa.Model):
                 cell.add_agent(org)
         return self._space
 
+    def _sync_space(self, ev) -> None:
+        """Keep the Mesa Network's cell connections equal to the live ecosystem graph."""
+        cells = self._space._cells
+        for a, b in self.state.al_org[ev.ended].tolist():
+            if not self.graph.has_edge(a, b) and b in cells[a].connections:
+                cells[a].disconnect(cells[b])
+                cells[b].disconnect(cells[a])
+        for a, b in self.state.al_org[ev.formed].tolist():
+            if b not in cells[a].connections:
+                cells[a].connect(cells[b], b)
+                cells[b].connect(cells[a], a)
+
     def organization(self, i: int) -> Organization:
         return self.organizations_list[i]
 
@@ -148,6 +160,8 @@ class AllianceModel(mesa.Model):
             self.graph.remove_edges_from(s.al_org[ev.ended].tolist())
         if len(ev.formed):
             self.graph.add_edges_from(s.al_org[ev.formed].tolist())
+        if getattr(self, "_space", None) is not None:
+            self._sync_space(ev)
         self.last_events = ev
         self.last_metrics = metrics.step_metrics(s, self.p, ev)
         self._traj.append((s.al_trust[self._track].copy(), s.al_open[self._track].copy()))

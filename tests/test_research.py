@@ -478,7 +478,10 @@ def test_mesa_space_and_solaraviz_reset():
     assert isinstance(model.space, Network)
     assert all(o.cell.coordinate == o.row for o in model.organizations_list)
     assert set(model.space.G.nodes) == set(range(model.state.n_org))
-    model.step()
+    model.run(100)  # alliances end and form: the cells' connections follow the graph
+    edges = {frozenset(e) for e in model.graph.edges}
+    conns = {frozenset((c.coordinate, k)) for c in model.space.all_cells for k in c.connections}
+    assert conns == edges and model.state.al_ended.max() > 0
     kw = _build_model_init_kwargs(model, {"mindset.abundance_share": 0.2,
                                           "patience.horizon": 40},
                                   add_scenario_when_empty=True,
