@@ -46,7 +46,9 @@ def discover(df: pd.DataFrame, columns: list[str], expr: str, threshold: float =
         from ema_workbench.analysis import cart, prim
 
     ok = df[df["status"] == "ok"].reset_index(drop=True)
-    x = ok[columns].astype(float)
+    x = pd.DataFrame({c: (ok[c].astype(float) if pd.api.types.is_numeric_dtype(ok[c])
+                          and not pd.api.types.is_bool_dtype(ok[c])
+                          else ok[c].astype(str).astype("category")) for c in columns})
     y = cases(ok, expr)
     n_coi = int(y.sum())
     res = {"outcome": expr, "runs": int(len(ok)), "cases_of_interest": n_coi,
@@ -65,13 +67,10 @@ def discover(df: pd.DataFrame, columns: list[str], expr: str, threshold: float =
         i = int(good["coverage"].idxmax()) if len(good) else int(traj["density"].idxmax())
         box.select(i)
         lims = box.box_lims[i]
-        restricted = [c for c in columns if (lims[c].iloc[0] > x[c].min() + 1e-12
-                                             or lims[c].iloc[1] < x[c].max() - 1e-12)]
         res["prim"] = {"box": i, "coverage": float(traj.loc[i, "coverage"]),
                        "density": float(traj.loc[i, "density"]),
                        "mass": float(traj.loc[i, "mass"]),
-                       "restricted": {c: [float(lims[c].iloc[0]), float(lims[c].iloc[1])]
-                                      for c in restricted},
+                       "restricted": _restricted(lims, x),
                        "threshold_met": bool(traj.loc[i, "density"] >= threshold)}
         tradeoff = box.show_tradeoff()
         c = cart.CART(x, y, mass_min=mass_min)
@@ -84,14 +83,37 @@ def discover(df: pd.DataFrame, columns: list[str], expr: str, threshold: float =
         b = boxes[best]
         res["cart"]["best_leaf"] = {"leaf": best, **{k: float(stats.loc[best, k]) for k in
                                                      ("coverage", "density", "mass")},
-                                    "limits": {col: [float(b[col].iloc[0]), float(b[col].iloc[1])]
-                                               for col in b.columns
-                                               if b[col].iloc[0] > x[col].min() + 1e-12
-                                               or b[col].iloc[1] < x[col].max() - 1e-12}}
+                                    "limits": _restricted(b, x)}
     res["_tables"] = {"prim_trajectory": traj, "prim_box": lims, "cart_stats": stats,
                       "cart_boxes": pd.concat({f"leaf {k}": b for k, b in enumerate(boxes)})}
     res["_figure"] = tradeoff
     return res
+
+
+def _restricted(lims: pd.DataFrame, x: pd.DataFrame) -> dict:
+    """The box's limits on the parameters it restricts: [low, high] for a number, the kept
+    values for a category."""
+    out = {}
+    for c in lims.columns:
+        if c not in x:
+            continue
+        if isinstance(x[c].dtype, pd.CategoricalDtype):
+            kept = lims[c].iloc[0]
+            kept = sorted(map(str, kept)) if isinstance(kept, set | frozenset | list) else [
+                str(kept)]
+            if set(kept) != set(map(str, x[c].cat.categories)):
+                out[c] = kept
+            continue
+        lo, hi = float(lims[c].iloc[0]), float(lims[c].iloc[1])
+        if lo > x[c].min() + 1e-12 or hi < x[c].max() - 1e-12:
+            out[c] = [lo, hi]
+    return out
+
+
+def _fmt_limits(v) -> tuple[str, str]:
+    if len(v) == 2 and all(isinstance(t, float) for t in v):
+        return f"{v[0]:g}", f"{v[1]:g}"
+    return ", ".join(v), ""
 
 
 def markdown(res: dict, warning: str | None) -> str:
@@ -108,7 +130,7 @@ def markdown(res: dict, warning: str | None) -> str:
               f"{res['threshold']}{'' if p['threshold_met'] else ': not reached, densest box shown'}"
               f"): coverage {p['coverage']:.3f}, density {p['density']:.3f}, mass "
               f"{p['mass']:.3f}.", "", "| parameter | from | to |", "|---|---|---|"]
-    lines += [f"| {k} | {lo:g} | {hi:g} |" for k, (lo, hi) in p["restricted"].items()]
+    lines += ["| {} | {} | {} |".format(k, *_fmt_limits(v)) for k, v in p["restricted"].items()]
     if not p["restricted"]:
         lines.append("| (no restriction) | | |")
     lines += ["", "![trade-off](tradeoff.png)", ""]
@@ -117,7 +139,7 @@ def markdown(res: dict, warning: str | None) -> str:
         lines += ["## CART", "", f"{res['cart']['leaves']} leaves; the densest, leaf {b['leaf']}: "
                   f"coverage {b['coverage']:.3f}, density {b['density']:.3f}, mass "
                   f"{b['mass']:.3f}.", "", "| parameter | from | to |", "|---|---|---|"]
-        lines += [f"| {k} | {lo:g} | {hi:g} |" for k, (lo, hi) in b["limits"].items()]
+        lines += ["| {} | {} | {} |".format(k, *_fmt_limits(v)) for k, v in b["limits"].items()]
         lines += ["", "Only the parameters the box restricts are listed; the others span their "
                   "whole range.", ""]
     return "\n".join(lines)

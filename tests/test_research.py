@@ -431,6 +431,20 @@ def test_prim_finds_the_region_that_makes_alliances_fail(tmp_path, capsys):
     one_line_error(capsys)
 
 
+def test_prim_box_on_a_known_region_with_a_categorical_parameter():
+    from analysis.discovery import discover
+
+    rng = np.random.default_rng(4)
+    n = 400
+    df = pd.DataFrame({"x": rng.random(n), "z": rng.random(n),
+                       "graph": rng.choice(["complete", "erdos_renyi"], n), "status": "ok"})
+    df["bad"] = (df["x"] < 0.4) & (df["graph"] == "complete")
+    res = discover(df, ["x", "z", "graph"], "bad", threshold=0.9)
+    box = res["prim"]["restricted"]
+    assert res["prim"]["density"] >= 0.9 and res["prim"]["coverage"] > 0.7
+    assert abs(box["x"][1] - 0.4) < 0.06 and box["graph"] == ["complete"] and "z" not in box
+
+
 # --- Mesa and EMA Workbench interop --------------------------------------------------------
 def test_mesa_batch_run_gives_distinct_runs_with_flat_columns():
     import mesa
