@@ -891,7 +891,20 @@ def read_runs(out: Path):
     if not files:
         return None
     require_readable(out)
-    t = pa.concat_tables([pq.read_table(f) for f in files], promote_options="permissive")
+    tables = []
+    for f in files:
+        t = pq.read_table(f)
+        missing = [c for c in ("run", "status") if c not in t.column_names]
+        if missing:
+            raise ScenarioError(str(f), "", f"not a part written by `spiral sweep` (no column "
+                                f"{', '.join(missing)}); expected only sweep parts in runs/")
+        tables.append(t)
+    try:
+        t = pa.concat_tables(tables, promote_options="permissive")
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
+        raise ScenarioError(str(Path(out) / "runs"), "", "parts with incompatible columns "
+                            f"({str(e).splitlines()[0][:160]}); expected the parts of one "
+                            "sweep") from None
     return t.sort_by("run")
 
 

@@ -335,6 +335,32 @@ def test_analyse_bad_arguments_and_non_sweep_folders(tmp_path, capsys):
     assert not (tmp_path / "nothing").exists()
 
 
+def test_foreign_parts_are_one_line(tmp_path, capsys):
+    import pyarrow as pa
+
+    (tmp_path / "o" / "runs").mkdir(parents=True)
+    pq.write_table(pa.table({"a": [1, 2]}), tmp_path / "o" / "runs" / "part-1.parquet")
+    for cmd in (["analyse", str(tmp_path / "o")],
+                ["discover", str(tmp_path / "o"), "--outcome", "a > 1"]):
+        assert cli.main(cmd) == 2
+        assert "not a part written by `spiral sweep`" in one_line_error(capsys)
+    assert not (tmp_path / "o" / "report").exists()
+
+
+def test_all_runs_failed_allowed_says_so_first(tmp_path, monkeypatch, capsys):
+    real = sweep_mod.execute
+    monkeypatch.setattr(sweep_mod, "execute", lambda task: real(sweep_mod.Task(
+        **{**task.__dict__, "overrides": [("steps", "boom")]})))
+    f = sweep_file(tmp_path, TINY)
+    assert cli.main(["sweep", str(f), "--out", str(tmp_path / "o"), "--quiet",
+                     "--workers", "1"]) == 1
+    capsys.readouterr()
+    assert cli.main(["analyse", str(tmp_path / "o"), "--allow-incomplete",
+                     "--bootstrap", "60"]) == 0
+    assert capsys.readouterr().out.startswith("**WARNING: analysed with --allow-incomplete: "
+                                              "6 runs failed")
+
+
 # --- honest estimators ---------------------------------------------------------------------
 def test_tipping_fit_is_bounded_and_tells_a_line_from_an_s_curve():
     rng = np.random.default_rng(1)
