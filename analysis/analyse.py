@@ -87,7 +87,7 @@ def fit_tipping(x: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray] | None
     if p is None or p[1] < p[0]:  # a falling fit: no tipping upward
         return None
     xc = crossing(p)
-    if xc is None:
+    if xc is None or not x.min() <= xc <= x.max():  # never an extrapolated tipping point
         return None
     return xc, p
 
@@ -346,7 +346,7 @@ def analyse(folder: Path, report: Path, B: int = 1000, seed: int = 12345,
                 ax.plot([0, 1], [0, 1], ":", color="grey", lw=1, label="identity")
             name_y = ycol.replace("_", " ")
             title = (f"{name_y} tips at share {' / '.join(tips)}" if tips else
-                     f"{name_y}: no tipping through {LEVEL} found")
+                     f"{name_y}: no crossing of {LEVEL} within the shares tried")
             ax.set(xlabel="abundance share at the start", ylabel=name_y, ylim=(-0.02, 1.02),
                    title=title)
             ax.legend(fontsize=9)
@@ -365,7 +365,8 @@ def analyse(folder: Path, report: Path, B: int = 1000, seed: int = 12345,
         for label, d in l3.items():
             for ycol, est in d.items():
                 if est is None:
-                    lines.append(f"| {label} | {ycol} | no rise through {LEVEL} | | | | | | |")
+                    lines.append(f"| {label} | {ycol} | no rise through {LEVEL} within the "
+                                 "shares tried | | | | | | |")
                     continue
                 g = est["fit"]
                 s_curve = "yes" if g["s_curve"] else "**no**"
