@@ -217,7 +217,7 @@ def cmd_ui(args) -> int:
         raise UsageError(f"spiral ui: --port: expected 1..65535, got {args.port}")
     env = {**os.environ, "SPIRAL_SCENARIOS": str(folder.resolve()),
            "SPIRAL_UI_SCENARIO": first}
-    cmd = [sys.executable, "-m", "solara", "run", "sim.app", "--host", args.host, "--port",
+    cmd = [sys.executable, "-m", "solara", "run", "sim.ui.page", "--host", args.host, "--port",
            str(args.port), "--production", "--no-open"]
     print(f"alliance-spiral UI on http://{args.host}:{args.port}/  (Ctrl-C to stop)")
     try:
@@ -236,17 +236,9 @@ def cmd_bench(args) -> int:
     from .bench import main_bench
 
     if args.ui:
-        from .ui_session import bench_ui
+        from .ui.bench import main_bench_ui
 
-        res = bench_ui(200, args.steps)
-        print(f"UI: one step plus redraw of the three figures at 200 organizations: "
-              f"{res['ms_per_step_and_redraw']:.0f} ms mean, {res['ms_max']:.0f} ms max "
-              f"({args.steps} steps; goal <= 150 ms)")
-        if args.json:
-            from .outputs import write_json
-
-            write_json(Path(args.json), res)
-        return 0
+        return main_bench_ui(args)
     if args.sweep:
         from analysis.bench_sweep import main_bench_sweep
 
