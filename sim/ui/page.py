@@ -149,6 +149,8 @@ def Page():
         intro.set(False)
         sess.start_story(title)
 
+    start_story = guard(start_story, "the story")
+
     def predict(option):
         sess.predict(option)
         if sess.pending:
@@ -235,7 +237,7 @@ def _topbar(v, sess, playing, speed, guard, info, settings, present, intro, star
         with solara.Div(classes=["spiral-topright"]):
             for title in STORIES:
                 solara.Button(title, outlined=True, classes=["spiral-story"],
-                              on_click=guard(lambda t=title: start_story(t), "the story"))
+                              on_click=lambda t=title: start_story(t))
             solara.Button("Sandbox", outlined=True, classes=["spiral-settings"],
                           on_click=lambda: settings.set(not settings.value))
             solara.Button("Info", outlined=True, classes=["spiral-info"],
@@ -344,6 +346,23 @@ def _series_legend() -> str:
         + " <span class='sw' style='border-top:2px dashed #111'></span>intervention"
 
 
+@solara.component
+def SeedInput(seed: int, sess, guard, playing):
+    text = solara.use_reactive(str(seed))
+
+    def commit(t):
+        if str(t).strip() == str(sess.model.scenario_spec.seed):
+            return  # unchanged (or the field being put back after a rejected value)
+        playing.set(False)
+        try:
+            sess.set_seed(t)
+        finally:  # a rejected value is replaced by the seed in use
+            text.set(str(sess.model.scenario_spec.seed))
+
+    solara.InputText("Seed", value=text, continuous_update=False,
+                     on_value=guard(commit, "the seed"))
+
+
 def _settings(v, sess, guard, settings, playing):
     with solara.Div(classes=["spiral-overlay", "spiral-settings-panel"]):
         solara.HTML(tag="h2", unsafe_innerHTML="Sandbox settings (a change starts a new run)")
@@ -353,9 +372,7 @@ def _settings(v, sess, guard, settings, playing):
                       on_value=guard(lambda t: (playing.set(False),
                                                 sess.pick_scenario(titles.get(t, t))),
                                      "the scenario"))
-        solara.InputText("Seed", value=str(v.params["seed"]), continuous_update=False,
-                         on_value=guard(lambda t: (playing.set(False), sess.set_seed(t)),
-                                        "the seed")).key(f"seed-{v.version}")
+        SeedInput(v.params["seed"], sess, guard, playing)
         for label, key, lo, hi, step in SLIDERS:
             val = v.params[key]
             if isinstance(step, int):
