@@ -34,6 +34,9 @@ def trust_color(t: float) -> str:
     return PALETTE[int(round(100 * min(1.0, max(0.0, float(t)))))]
 
 
+FONT = 23  # text size in viewBox units: >= 16 px on screen once the SVG is scaled to fit
+
+
 def _f(x: float) -> str:
     return f"{x:.1f}"
 
@@ -106,14 +109,14 @@ def network_svg(xy: np.ndarray, al_org: np.ndarray, active: np.ndarray, trust: n
                    f'cx="{_f(x)}" cy="{_f(y)}" r="{r + (3 if ring else 0):.1f}" fill="{fill}" '
                    f'stroke="{BLUE if ring else "#ffffff"}" stroke-width="{4 if ring else 1.2}"/>')
         if n <= 12:
-            out.append(f'<text x="{_f(x)}" y="{_f(y + 6)}" text-anchor="middle" font-size="17" '
-                       f'fill="#fff" pointer-events="none">{i}</text>')
+            out.append(f'<text x="{_f(x)}" y="{_f(y + 8)}" text-anchor="middle" '
+                       f'font-size="{FONT}" fill="#fff" pointer-events="none">{i}</text>')
     out.append("</svg>")
     return "".join(out)
 
 
 # --- the phase portrait ---------------------------------------------------------------------
-PH_W, PH_H, PH_L, PH_B, PH_T, PH_R = 470, 470, 58, 52, 12, 12
+PH_W, PH_H, PH_L, PH_B, PH_T, PH_R = 470, 470, 66, 66, 12, 16
 
 
 def _px(t, o):
@@ -189,21 +192,21 @@ def phase_svg(background: str, path_t: np.ndarray, path_o: np.ndarray,
     for v in (0, 0.5, 1):
         xv, _ = _px(v, 0)
         _, yv = _px(0, v)
-        out.append(f'<text x="{_f(xv)}" y="{_f(y0 + 20)}" text-anchor="middle" '
-                   f'font-size="16" fill="#333">{v:g}</text>')
-        out.append(f'<text x="{_f(x0 - 8)}" y="{_f(yv + 5)}" text-anchor="end" '
-                   f'font-size="16" fill="#333">{v:g}</text>')
+        out.append(f'<text x="{_f(xv)}" y="{_f(y0 + 26)}" text-anchor="middle" '
+                   f'font-size="{FONT}" fill="#333">{v:g}</text>')
+        out.append(f'<text x="{_f(x0 - 8)}" y="{_f(yv + 8)}" text-anchor="end" '
+                   f'font-size="{FONT}" fill="#333">{v:g}</text>')
     out.append(f'<text x="{_f((x0 + x1) / 2)}" y="{PH_H - 8}" text-anchor="middle" '
-               f'font-size="18" fill="#222">trust →</text>')
-    out.append(f'<text transform="translate(18 {_f((y0 + y1) / 2)}) rotate(-90)" '
-               f'text-anchor="middle" font-size="18" fill="#222">openness →</text>')
+               f'font-size="{FONT}" fill="#222">trust →</text>')
+    out.append(f'<text transform="translate(24 {_f((y0 + y1) / 2)}) rotate(-90)" '
+               f'text-anchor="middle" font-size="{FONT}" fill="#222">openness →</text>')
     if label_in:
         xa, ya = _px(0.97, 0.9)
-        out.append(f'<text x="{_f(xa)}" y="{_f(ya)}" text-anchor="end" font-size="17" '
+        out.append(f'<text x="{_f(xa)}" y="{_f(ya)}" text-anchor="end" font-size="{FONT}" '
                    f'fill="{GREEN}" font-weight="bold">spirals in</text>')
     if label_out:
         xa, ya = _px(0.05, 0.1)
-        out.append(f'<text x="{_f(xa + 14)}" y="{_f(ya)}" font-size="17" fill="{RED}" '
+        out.append(f'<text x="{_f(xa + 14)}" y="{_f(ya)}" font-size="{FONT}" fill="{RED}" '
                    f'font-weight="bold">spirals out</text>')
     if len(path_t):
         px, py = _px(path_t, path_o)
@@ -217,10 +220,10 @@ def phase_svg(background: str, path_t: np.ndarray, path_o: np.ndarray,
         out.append(f'<polyline points="{pts}" fill="none" stroke="{BLUE}" stroke-width="3"/>')
         for t, o, tag in marks:
             mx, my = _px(t, o)
-            out.append(f'<g class="mark"><rect x="{_f(mx - 9)}" y="{_f(my - 9)}" width="18" '
-                       f'height="18" transform="rotate(45 {_f(mx)} {_f(my)})" fill="#fff" '
-                       f'stroke="#111" stroke-width="2"/><text x="{_f(mx)}" y="{_f(my + 5)}" '
-                       f'text-anchor="middle" font-size="13" font-weight="bold">{escape(tag)}'
+            out.append(f'<g class="mark"><rect x="{_f(mx - 13)}" y="{_f(my - 13)}" width="26" '
+                       f'height="26" transform="rotate(45 {_f(mx)} {_f(my)})" fill="#fff" '
+                       f'stroke="#111" stroke-width="2"/><text x="{_f(mx)}" y="{_f(my + 7)}" '
+                       f'text-anchor="middle" font-size="20" font-weight="bold">{escape(tag)}'
                        f'</text></g>')
         cx, cy = px[-1], py[-1]
         if ended:
@@ -236,7 +239,7 @@ def phase_svg(background: str, path_t: np.ndarray, path_o: np.ndarray,
 
 
 # --- the time series ------------------------------------------------------------------------
-SE_W, SE_H, SE_L, SE_B, SE_T, SE_R = 1000, 230, 50, 34, 14, 14
+SE_W, SE_H, SE_L, SE_B, SE_T, SE_R = 720, 190, 44, 34, 10, 14
 SERIES_STYLE = {  # name: (colour, dash)
     "mean trust": (TRUST_COLOR, ""),
     "mean openness": (OPEN_COLOR, "8 5"),
@@ -264,17 +267,17 @@ def series_svg(steps: np.ndarray, lines: dict[str, np.ndarray],
 
     for v in (0, 0.5, 1):
         out.append(f'<line x1="{SE_L}" x2="{SE_W - SE_R}" y1="{_f(Y(v))}" y2="{_f(Y(v))}" '
-                   f'stroke="#ddd"/><text x="{SE_L - 6}" y="{_f(Y(v) + 5)}" text-anchor="end" '
-                   f'font-size="16" fill="#333">{v:g}</text>')
+                   f'stroke="#ddd"/><text x="{SE_L - 6}" y="{_f(Y(v) + 7)}" text-anchor="end" '
+                   f'font-size="{FONT}" fill="#333">{v:g}</text>')
     for s in np.unique(np.linspace(lo, hi, 6).round().astype(int)):
-        out.append(f'<text x="{_f(X(s))}" y="{SE_H - 10}" text-anchor="middle" font-size="16" '
-                   f'fill="#333">{s}</text>')
+        out.append(f'<text x="{_f(X(s))}" y="{SE_H - 8}" text-anchor="middle" '
+                   f'font-size="{FONT}" fill="#333">{s}</text>')
     for s, tag in marks:
         if lo <= s <= hi:
             xm = _f(X(s))
             out.append(f'<g class="mark"><line x1="{xm}" x2="{xm}" y1="{SE_T}" '
                        f'y2="{SE_T + h}" stroke="#111" stroke-width="1.5" stroke-dasharray="4 3"/>'
-                       f'<text x="{xm}" y="{SE_T + 14}" text-anchor="middle" font-size="15" '
+                       f'<text x="{xm}" y="{SE_T + 18}" text-anchor="middle" font-size="{FONT}" '
                        f'font-weight="bold" fill="#111">{escape(tag)}</text></g>')
     if len(steps) > 1:
         xs = X(steps)

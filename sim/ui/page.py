@@ -170,12 +170,12 @@ def Page():
             with solara.Div(classes=["spiral-main"]):
                 with solara.Div(classes=["spiral-pictures"]):
                     with solara.Div(classes=["spiral-panel", "spiral-net-panel"]):
-                        solara.HTML(tag="div", unsafe_innerHTML=(
-                            "<b>The ecosystem</b> — click an alliance (line) or a company "
-                            "(dot)"), classes=["spiral-h"])
+                        solara.HTML(tag="div", unsafe_innerHTML=" · ".join(
+                            f"<b>{k}</b> {val}" for k, val in v.stats.items()),
+                            classes=["spiral-h", "spiral-stats"])
                         SvgView(svg=v.network, kind="network",
                                 event_select=guard(on_select, "the selection"))
-                        _key()
+                        _key(v.title)
                     with solara.Div(classes=["spiral-panel", "spiral-phase-panel"]):
                         solara.HTML(tag="div", unsafe_innerHTML=(
                             f"<b>Selected:</b> {v.selection}"), classes=["spiral-h"])
@@ -222,7 +222,7 @@ def _esc(text: str) -> str:
 
 def _topbar(v, sess, playing, speed, guard, info, settings, present, intro, start_story):
     with solara.Div(classes=["spiral-top"]):
-        solara.HTML(tag="div", unsafe_innerHTML=f"<b>alliance-spiral</b> · {_esc(v.title)}",
+        solara.HTML(tag="div", unsafe_innerHTML="<b>alliance-spiral</b>",
                     classes=["spiral-brand"])
         solara.Button("Pause" if playing.value else "Play", color="primary",
                       on_click=lambda: playing.set(not playing.value), classes=["spiral-play"])
@@ -232,8 +232,6 @@ def _topbar(v, sess, playing, speed, guard, info, settings, present, intro, star
                                               "Reset"), classes=["spiral-reset"])
         with solara.Div(classes=["spiral-speed"]):
             solara.SliderInt("steps/s", value=speed, min=1, max=MAX_SPEED)
-        solara.HTML(tag="div", unsafe_innerHTML=" · ".join(
-            f"<b>{k}</b> {val}" for k, val in v.stats.items()), classes=["spiral-stats"])
         with solara.Div(classes=["spiral-topright"]):
             for title in STORIES:
                 solara.Button(title, outlined=True, classes=["spiral-story"],
@@ -316,19 +314,20 @@ def _monitors(v):
             solara.HTML(tag="div", unsafe_innerHTML="No alliance selected.")
             return
         o0, o1 = m["orgs"]
-        rows = [("trust", f"{m['trust']:.2f}"), ("openness", f"{m['openness']:.2f}"),
-                ("tension", f"{m['tension']:.2f}"), ("value created", f"{m['value']:.2f}"),
-                (f"company {o0}", m["mindset_a"]), (f"company {o1}", m["mindset_b"]),
-                ("patience left", f"{m['patience_left'][0]} / {m['patience_left'][1]} of "
-                                  f"{m['horizon'][0]} / {m['horizon'][1]} steps"),
-                ("status", f"ended at step {m['ended_at']}" if m["ended"] else m["regime"])]
-        solara.HTML(tag="table", unsafe_innerHTML="".join(
-            f"<tr><td>{k}</td><td class='spiral-mon-{k.split()[0]}'><b>{_esc(val)}</b></td></tr>"
-            for k, val in rows), classes=["spiral-montable"])
+        cells = [("trust", f"{m['trust']:.2f}"), ("openness", f"{m['openness']:.2f}"),
+                 ("tension", f"{m['tension']:.2f}"), ("value", f"{m['value']:.2f}")]
+        html = "".join(f"<div>{k} <b>{val}</b></div>" for k, val in cells)
+        for o, mind, k in ((o0, m["mindset_a"], 0), (o1, m["mindset_b"], 1)):
+            html += (f"<div class='full'>company {o}: <b>{_esc(mind)}</b> · patience left "
+                     f"<b>{m['patience_left'][k]}</b> of {m['horizon'][k]} steps</div>")
+        status = f"ended at step {m['ended_at']}" if m["ended"] else m["regime"]
+        html += f"<div class='full'>status <b>{_esc(status)}</b> · age {m['age']} steps</div>"
+        solara.HTML(tag="div", unsafe_innerHTML=html, classes=["spiral-montable"])
 
 
-def _key():
+def _key(title: str):
     solara.HTML(tag="div", classes=["spiral-key"], unsafe_innerHTML=(
+        f"<b>{_esc(title)}</b> — click a line (alliance) or a dot (company).<br>"
         "<span class='dot' style='background:#1a9850'></span> company thinks 'trust &amp; we' "
         "<span class='dot' style='background:#d73027'></span> 'fear &amp; me' "
         "<span class='bar' style='background:linear-gradient(90deg,#d73027,#e8b400,#1a9850)'>"

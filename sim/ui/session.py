@@ -632,25 +632,25 @@ def describe_change(b: dict, a: dict) -> str:
     if not b or not a:
         return ""
     out = []
-    for k, label in (("trust", "trust"), ("openness", "openness"), ("tension", "tension"),
-                     ("value", "value created")):
+    for k in ("trust", "openness", "tension"):
         d = a[k] - b[k]
-        if abs(d) >= 0.005:
-            out.append(f"{label} {'rose' if d > 0 else 'fell'} {b[k]:.2f} → {a[k]:.2f}")
-        else:
-            out.append(f"{label} stayed at {a[k]:.2f}")
+        out.append(f"{k} {'rose' if d > 0 else 'fell'} {b[k]:.2f} → {a[k]:.2f}"
+                   if abs(d) >= 0.005 else f"{k} stayed at {a[k]:.2f}")
+    if a["value"] - b["value"] >= 0.005:
+        out.append(f"value created +{a['value'] - b['value']:.2f}")
     if a["blames"] > b["blames"]:
-        out.append(f"{a['blames'] - b['blames']} blow-up(s) into blame")
+        out.append(f"{a['blames'] - b['blames']}× blame")
     if a["opportunities"] > b["opportunities"]:
-        out.append(f"{a['opportunities'] - b['opportunities']} opportunity(ies) found")
+        out.append(f"{a['opportunities'] - b['opportunities']}× opportunity found")
     for side, who in (("a", a["orgs"][0]), ("b", a["orgs"][1])):
-        if abs(a[f"abundance_{side}"] - b[f"abundance_{side}"]) > 0.005:
-            out.append(f"company {who}'s latent 'trust & we' {b[f'abundance_{side}']:.2f} → "
-                       f"{a[f'abundance_{side}']:.2f}")
         if a[f"mindset_{side}"] != b[f"mindset_{side}"]:
             out.append(f"company {who} now thinks '{a[f'mindset_{side}']}'")
+        elif abs(a[f"abundance_{side}"] - b[f"abundance_{side}"]) > 0.1:
+            out.append(f"company {who}'s 'trust & we' {b[f'abundance_{side}']:.2f} → "
+                       f"{a[f'abundance_{side}']:.2f}")
     if a["horizon"] != b["horizon"]:
-        out.append(f"patience horizon {b['horizon']} → {a['horizon']} steps")
+        out.append(f"patience horizon {'/'.join(map(str, b['horizon']))} → "
+                   f"{'/'.join(map(str, a['horizon']))} steps")
     if a["ended"] and not b["ended"]:
         out.append(f"it ended at step {a['ended_at']}")
     elif a["regime"] != b["regime"]:
