@@ -195,7 +195,6 @@ def cmd_analyse(args) -> int:
 
 def cmd_ui(args) -> int:
     import os
-    import subprocess
 
     from .scenario import load
 
@@ -219,11 +218,11 @@ def cmd_ui(args) -> int:
            "SPIRAL_UI_SCENARIO": first}
     cmd = [sys.executable, "-m", "solara", "run", "sim.ui.page", "--host", args.host, "--port",
            str(args.port), "--production", "--no-open"]
-    print(f"alliance-spiral UI on http://{args.host}:{args.port}/  (Ctrl-C to stop)")
-    try:
-        return subprocess.call(cmd, env=env, cwd=Path(__file__).resolve().parent.parent)
-    except KeyboardInterrupt:
-        return 0
+    print(f"alliance-spiral UI on http://{args.host}:{args.port}/  (Ctrl-C to stop)", flush=True)
+    # become the server (no child left behind when this process is terminated)
+    os.chdir(Path(__file__).resolve().parent.parent)
+    os.execve(sys.executable, cmd, env)
+    return 0  # (not reached)
 
 
 def cmd_compare(args) -> int:

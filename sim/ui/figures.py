@@ -175,16 +175,29 @@ def _star(x, y, color) -> str:
     return f'<polygon points="{pts}" fill="{color}" stroke="#fff" stroke-width="1"/>'
 
 
-def phase_svg(background: str, path_t: np.ndarray, path_o: np.ndarray,
+def phase_back_svg(background: str) -> str:
+    """The still layer of the portrait (drawn once per mindset pair, under the live layer)."""
+    return (f'<svg viewBox="0 0 {PH_W} {PH_H}" xmlns="http://www.w3.org/2000/svg" '
+            f'class="spiral-svg" role="img" aria-label="where a calm pair goes">'
+            '<defs><marker id="arrow" viewBox="0 0 10 10" refX="8" refY="5" markerWidth="5" '
+            'markerHeight="5" orient="auto"><path d="M0,0 L10,5 L0,10 z" fill="#8a8a8a"/>'
+            f'</marker></defs><rect width="{PH_W}" height="{PH_H}" fill="#fff"/>{background}'
+            '</svg>')
+
+
+def compose(back: str, front: str) -> str:
+    """One SVG file from the still and the live layer (for the export)."""
+    inner = front[front.index(">") + 1:front.rindex("</svg>")]
+    return back[:back.rindex("</svg>")] + inner + "</svg>"
+
+
+def phase_svg(path_t: np.ndarray, path_o: np.ndarray,
               marks: list[tuple[float, float, str]], ended: bool, label_in: bool,
               label_out: bool) -> str:
-    """The portrait: the background of the pair, the alliance's path (older part lighter), its
+    """The live layer of the portrait: axes, the alliance's path (older part lighter), its
     current point and a numbered marker where each intervention was applied."""
     out = [f'<svg viewBox="0 0 {PH_W} {PH_H}" xmlns="http://www.w3.org/2000/svg" '
-           f'class="spiral-svg" role="img" aria-label="phase portrait">',
-           '<defs><marker id="arrow" viewBox="0 0 10 10" refX="8" refY="5" markerWidth="5" '
-           'markerHeight="5" orient="auto"><path d="M0,0 L10,5 L0,10 z" fill="#8a8a8a"/>'
-           '</marker></defs>', f'<rect width="{PH_W}" height="{PH_H}" fill="#fff"/>', background]
+           f'class="spiral-svg" role="img" aria-label="phase portrait">']
     x0, y0 = _px(0, 0)
     x1, y1 = _px(1, 1)
     out.append(f'<rect x="{_f(x0)}" y="{_f(y1)}" width="{_f(x1 - x0)}" height="{_f(y0 - y1)}" '

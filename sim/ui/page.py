@@ -36,7 +36,7 @@ CSS = (HERE / "page.css").read_text(encoding="utf-8")
 
 
 @solara.component_vue(str(HERE / "svgview.vue"), vuetify=False)
-def SvgView(svg: str, kind: str, event_select=None):
+def SvgView(svg: str, kind: str, under: str = "", event_select=None):
     pass
 
 
@@ -62,7 +62,9 @@ def Layout(children=[]):  # noqa: B006 - Solara's signature; no app bar, no side
 @solara.component
 def Page():
     sess: Session = solara.use_memo(lambda: _new_session(), dependencies=[])
-    frame, set_frame = solara.use_state(sess.view())
+    first = solara.use_memo(sess.view, dependencies=[])
+    # the frame: only the components that read frame.value redraw when it changes
+    frame = solara.use_reactive(first)
     playing = solara.use_reactive(False)
     speed = solara.use_reactive(10)
     scope = solara.use_reactive("selected")
@@ -72,7 +74,7 @@ def Page():
     present = solara.use_reactive(False)
 
     def publish():
-        set_frame(sess.view())
+        frame.set(sess.view())
 
     def guard(fn, what="that"):
         def run(*args):
@@ -156,52 +158,69 @@ def Page():
         if sess.pending:
             playing.set(True)
 
-    v: View = frame
     solara.Style(CSS)
     solara.Title("alliance-spiral: the trust spiral")
     root_classes = ["spiral-app"] + (["spiral-present"] if present.value else [])
-    try:
-        with solara.Div(classes=root_classes):
-            _topbar(v, sess, playing, speed, guard, info, settings, present, intro, start_story)
-            with solara.Div(classes=["spiral-left"]):
-                _story_card(v, sess, guard, predict, playing)
-                _interventions(v, sess, guard, scope)
-                _monitors(v)
-            with solara.Div(classes=["spiral-main"]):
-                with solara.Div(classes=["spiral-pictures"]):
-                    with solara.Div(classes=["spiral-panel", "spiral-net-panel"]):
-                        solara.HTML(tag="div", unsafe_innerHTML=" · ".join(
-                            f"<b>{k}</b> {val}" for k, val in v.stats.items()),
-                            classes=["spiral-h", "spiral-stats"])
-                        SvgView(svg=v.network, kind="network",
-                                event_select=guard(on_select, "the selection"))
-                        _key(v.title)
-                    with solara.Div(classes=["spiral-panel", "spiral-phase-panel"]):
-                        solara.HTML(tag="div", unsafe_innerHTML=(
-                            f"<b>Selected:</b> {v.selection}"), classes=["spiral-h"])
-                        SvgView(svg=v.phase, kind="phase", event_select=None)
-                        solara.HTML(tag="div", unsafe_innerHTML=v.portrait_note,
-                                    classes=["spiral-note"])
-                with solara.Div(classes=["spiral-bottom"]):
-                    with solara.Div(classes=["spiral-panel", "spiral-series-panel"]):
-                        solara.HTML(tag="div", unsafe_innerHTML=_series_legend(),
-                                    classes=["spiral-h"])
-                        SvgView(svg=v.series, kind="series", event_select=None)
-                    with solara.Div(classes=["spiral-panel", "spiral-narration"]):
-                        solara.HTML(tag="div", unsafe_innerHTML="<b>What just happened</b>",
-                                    classes=["spiral-h"])
-                        solara.HTML(tag="ul", unsafe_innerHTML="".join(
-                            f"<li>{_esc(line)}</li>" for line in v.narration))
-            if settings.value:
-                _settings(v, sess, guard, settings, playing)
-            if info.value:
-                _info(info)
-            if intro.value:
-                _intro(intro, start_story)
-    except Exception as e:  # noqa: BLE001 - a drawing failure must not take the page down
-        traceback.print_exc()
-        solara.Error(f"Could not draw the page ({type(e).__name__}: {e}).")
-        solara.Button("Reset", on_click=guard(lambda: sess.reset(), "reset"))
+    with solara.Div(classes=root_classes):
+        _topbar(sess, playing, speed, info, settings, present, start_story, guard)
+        LeftColumn(frame, sess, guard, predict, playing, scope)
+        Pictures(frame, guard(on_select, "the selection"))
+        if settings.value:
+            SettingsPanel(frame, sess, guard, settings, playing)
+        if info.value:
+            _info(info)
+        if intro.value:
+            _intro(intro, start_story)
+
+
+def _drawing_failed(e: Exception) -> None:
+    traceback.print_exc()
+    solara.Error(f"Could not draw this part ({type(e).__name__}: {e}). The app keeps "
+                 f"running; Reset starts the run again.")
+
+
+@solara.component
+def LeftColumn(frame, sess, guard, predict, playing, scope):
+    v: View = frame.value
+    with solara.Div(classes=["spiral-left"]):
+        try:
+            _story_card(v, sess, guard, predict, playing)
+            _interventions(v, sess, guard, scope)
+            _monitors(v)
+        except Exception as e:  # noqa: BLE001 - a drawing failure must not take the page down
+            _drawing_failed(e)
+
+
+@solara.component
+def Pictures(frame, on_select):
+    v: View = frame.value
+    with solara.Div(classes=["spiral-main"]):
+        try:
+            with solara.Div(classes=["spiral-pictures"]):
+                with solara.Div(classes=["spiral-panel", "spiral-net-panel"]):
+                    solara.HTML(tag="div", unsafe_innerHTML=" · ".join(
+                        f"<b>{k}</b> {val}" for k, val in v.stats.items()),
+                        classes=["spiral-h", "spiral-stats"])
+                    SvgView(svg=v.network, kind="network", event_select=on_select)
+                    _key(v.title)
+                with solara.Div(classes=["spiral-panel", "spiral-phase-panel"]):
+                    solara.HTML(tag="div", unsafe_innerHTML=(
+                        f"<b>Selected:</b> {_esc(v.selection)}"), classes=["spiral-h"])
+                    SvgView(svg=v.phase, under=v.phase_back, kind="phase", event_select=None)
+                    solara.HTML(tag="div", unsafe_innerHTML=_esc(v.portrait_note),
+                                classes=["spiral-note"])
+            with solara.Div(classes=["spiral-bottom"]):
+                with solara.Div(classes=["spiral-panel", "spiral-series-panel"]):
+                    solara.HTML(tag="div", unsafe_innerHTML=_series_legend(),
+                                classes=["spiral-h"])
+                    SvgView(svg=v.series, kind="series", event_select=None)
+                with solara.Div(classes=["spiral-panel", "spiral-narration"]):
+                    solara.HTML(tag="div", unsafe_innerHTML="<b>What just happened</b>",
+                                classes=["spiral-h"])
+                    solara.HTML(tag="ul", unsafe_innerHTML="".join(
+                        f"<li>{_esc(line)}</li>" for line in v.narration))
+        except Exception as e:  # noqa: BLE001
+            _drawing_failed(e)
 
 
 def _new_session() -> Session:
@@ -220,7 +239,7 @@ def _esc(text: str) -> str:
     return escape(str(text))
 
 
-def _topbar(v, sess, playing, speed, guard, info, settings, present, intro, start_story):
+def _topbar(sess, playing, speed, info, settings, present, start_story, guard):
     with solara.Div(classes=["spiral-top"]):
         solara.HTML(tag="div", unsafe_innerHTML="<b>alliance-spiral</b>",
                     classes=["spiral-brand"])
@@ -242,7 +261,7 @@ def _topbar(v, sess, playing, speed, guard, info, settings, present, intro, star
                           on_click=lambda: info.set(True))
             FullScreenButton(label="Exit full screen" if present.value else "Present",
                              event_present=lambda on: present.set(bool(on)))
-            fname = f"ui-{v.scenario.removesuffix('.toml')}-seed{v.params['seed']}.zip"
+            fname = f"ui-{sess.scenario.removesuffix('.toml')}.zip"
 
             def data():
                 try:
@@ -362,7 +381,9 @@ def SeedInput(seed: int, sess, guard, playing):
                      on_value=guard(commit, "the seed"))
 
 
-def _settings(v, sess, guard, settings, playing):
+@solara.component
+def SettingsPanel(frame, sess, guard, settings, playing):
+    v: View = frame.value
     with solara.Div(classes=["spiral-overlay", "spiral-settings-panel"]):
         solara.HTML(tag="h2", unsafe_innerHTML="Sandbox settings (a change starts a new run)")
         titles = dict(ui_session.scenario_choices())

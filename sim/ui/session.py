@@ -106,7 +106,8 @@ class View:
     scenario: str
     title: str
     network: str
-    phase: str
+    phase: str  # the live layer of the portrait
+    phase_back: str  # its still layer (changes only with the pair's mindsets)
     series: str
     stats: dict
     monitors: dict
@@ -438,16 +439,17 @@ class Session:
         if combo not in self._flow_cache:
             xs, _, dT, dO = dyad.vector_field(self.model.p, combo, n=13)
             bx, score = dyad.basin(self.model.p, combo, n=31, steps=250)
-            self._flow_cache[combo] = (figures.phase_background(xs, dT, dO, bx, score), bx,
-                                       score, xs, dT, dO)
+            back = figures.phase_back_svg(figures.phase_background(xs, dT, dO, bx, score))
+            self._flow_cache[combo] = (back, bx, score, xs, dT, dO)
         return self._flow_cache[combo]
 
     def portrait(self) -> tuple[str, str]:
         """The phase portrait SVG and an honest note on it, computed from the numbers."""
         s = self.model.state
         a = self.selected_al
+        self._phase_back = ""
         if a is None:
-            return figures.phase_svg("", np.empty(0), np.empty(0), [], False, False, False), ""
+            return figures.phase_svg(np.empty(0), np.empty(0), [], False, False, False), ""
         mon = self.monitors(a)
         combo = (mon["mindset_a"] == "trust & we", mon["mindset_b"] == "trust & we")
         bg, bx, score, xs, dT, dO = self._flow(combo)
@@ -462,7 +464,8 @@ class Session:
                 i = e["pi"] - first - skipped  # the point drawn right after it was applied
                 if 0 <= i < len(tt):
                     marks.append((tt[i], oo[i], e["tag"]))
-        svg = figures.phase_svg(bg, tt, oo, marks, end >= 0, bool(score.max() > 0.8),
+        self._phase_back = bg
+        svg = figures.phase_svg(tt, oo, marks, end >= 0, bool(score.max() > 0.8),
                                 bool(score.min() < 0.2))
         # the note: which side it is on, and whether it moves with the arrows
         side = _interp(bx, score, mon["trust"], mon["openness"])
@@ -528,7 +531,7 @@ class Session:
                                      else f" — {mon['regime']}")
             return View(
                 version=self.version, step=s.step, scenario=self.scenario, title=self.title(),
-                network=net, phase=phase, series=series,
+                network=net, phase=phase, phase_back=self._phase_back, series=series,
                 stats={"step": s.step, "mean trust": f"{m['mean_trust']:.2f}",
                        "spiral in": f"{m['share_spiral_in']:.0%}",
                        "spiral out": f"{m['share_spiral_out']:.0%}",
@@ -591,8 +594,11 @@ class Session:
                         z.write(p, f"{name}/{p.name}")
                     z.writestr(f"{name}/ui-{sc.name}.toml", toml)
                     z.writestr(f"{name}/ui-interventions.json", log)
-                    for k in ("network", "phase", "series"):
-                        z.writestr(f"{name}/ui-{k}.svg", getattr(view, k))
+                    z.writestr(f"{name}/ui-network.svg", view.network)
+                    z.writestr(f"{name}/ui-phase.svg", figures.compose(view.phase_back,
+                                                                       view.phase)
+                               if view.phase_back else view.phase)
+                    z.writestr(f"{name}/ui-series.svg", view.series)
             self.say(f"Exported {name}.zip ({len(self.ui_log)} interventions recorded).")
             self.version += 1
             return name + ".zip", buf.getvalue()
