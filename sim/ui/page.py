@@ -27,7 +27,7 @@ if os.environ.get("SPIRAL_SCENARIOS"):  # spiral ui --scenarios DIR
     ui_session.SCENARIO_DIR = Path(os.environ["SPIRAL_SCENARIOS"])
 
 FIRST = os.environ.get("SPIRAL_UI_SCENARIO", "baseline.toml")
-FPS = 15.0  # at most this many redraws per second while playing
+FPS = 20.0  # at most this many redraws per second while playing
 MAX_SPEED = 40  # steps per second
 DISCONNECT_S = 10.0
 HERE = Path(__file__).resolve().parent
@@ -103,8 +103,8 @@ def Page():
             ctx = get_current_context()
         except Exception:  # noqa: BLE001 - no server context (tests)
             closed, ctx = threading.Event(), None
-        last_draw, gone = 0.0, None
-        next_t = time.perf_counter()
+        gone = None
+        next_t = next_draw = time.perf_counter()
         while not cancel.is_set() and not closed.is_set():
             now = time.perf_counter()
             if ctx is not None and not _pages_connected(ctx):
@@ -119,9 +119,9 @@ def Page():
                     publish()
                     playing.set(False)  # the reveal has run: stop for the room to talk
                     return
-                if now - last_draw >= 1.0 / FPS:
+                if time.perf_counter() >= next_draw:  # a fixed redraw schedule
                     publish()
-                    last_draw = time.perf_counter()
+                    next_draw = max(next_draw + 1.0 / FPS, time.perf_counter() - 0.5 / FPS)
             except Exception as e:  # noqa: BLE001
                 traceback.print_exc()
                 sess.error = f"Play stopped: {type(e).__name__}: {e}. Reset starts again."
