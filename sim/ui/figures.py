@@ -99,6 +99,11 @@ def network_svg(xy: np.ndarray, al_org: np.ndarray, active: np.ndarray, trust: n
         out.append(f'<line class="hit" data-al="{int(a)}" data-tip="{tip}" x1="{_f(x1)}" '
                    f'y1="{_f(y1)}" x2="{_f(x2)}" y2="{_f(y2)}" stroke="#000" '
                    f'stroke-opacity="0" stroke-width="{8 if many else 16}"/>')
+    for a in sel_edges:  # the selection drawn on top, so it shows in a dense network
+        (x1, y1), (x2, y2) = xy[al_org[a]]
+        out.append(f'<line x1="{_f(x1)}" y1="{_f(y1)}" x2="{_f(x2)}" y2="{_f(y2)}" '
+                   f'stroke="{BLUE}" stroke-width="{4 if many else 5}" stroke-linecap="round" '
+                   f'pointer-events="none"/>')
     r = 5.0 if n > 120 else 7.0 if many else 11.0 if n > 12 else 20.0
     ends = set(al_org[selected_al].tolist()) if selected_al is not None else set()
     for i in range(n):
