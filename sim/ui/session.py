@@ -31,7 +31,7 @@ from .stories import STORIES
 ROOT = Path(__file__).resolve().parent.parent.parent
 SCENARIO_DIR = ROOT / "scenarios"
 SEED_MAX = 2**32 - 1
-PATH_KEEP = 1500  # steps of per-alliance (trust, openness) kept for the portrait
+PATH_KEEP = 600  # points of every alliance's (trust, openness) kept for the portrait
 
 # The sandbox sliders: label, scenario key, min, max, step
 SLIDERS = (

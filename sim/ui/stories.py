@@ -77,24 +77,30 @@ STORIES["The spiral out"] = Story(
     ))
 
 _SIX = (
-    ("1 Share perspectives", "What happens to openness when both sides openly share their "
+    ("1 Share perspectives", "Both sides openly share how they see the alliance, starting with "
+     "the hardest topic.", "What happens to openness when both sides openly share their "
      "view, starting with the hardest topic?", ("it jumps", "it stays low"),
      "Sharing perspectives opens communication and brings the views closer.",
      _rose("openness")),
-    ("2 Neutralize the problem", "They put the problem on the table without blame. What happens "
+    ("2 Neutralize the problem", "They name the problem without blaming anyone.",
+     "They put the problem on the table without blame. What happens "
      "to the tension?", ("it is released", "it stays"),
      "A problem shared without blame releases tension.",
-     lambda b, a: a["tension"] < b["tension"] - 1e-6 or b["tension"] < 1e-6),
-    ("3 Find the opportunity", "They look for the opportunity inside the problem. Does it create "
+     lambda b, a: a["tension"] < b["tension"] - 1e-6),
+    ("3 Find the opportunity", "Inside the problem they look for what they could gain together.",
+     "They look for the opportunity inside the problem. Does it create "
      "value?", ("value appears", "nothing"),
      "Inside a shared problem there is often an opportunity: value created.",
      lambda b, a: a["value"] > b["value"] + 1e-6),
-    ("4 Find new opportunities", "They stay open and look for more. What happens to openness?",
+    ("4 Find new opportunities", "They keep talking openly about what else they could do.",
+     "They stay open and look for more. What happens to openness?",
      ("it rises", "it falls back"), "Staying open keeps the exchange going.", _rose("openness")),
-    ("5 Mindful of the spiral", "They notice the pull of fear and choose 'trust & we'. Does a "
-     "mind change?", ("yes", "no"), "Mindsets can move: coaching raises latent abundance.",
-     lambda b, a: a["abundance_a"] + a["abundance_b"] > b["abundance_a"] + b["abundance_b"]),
-    ("6 Be patient", "They give the alliance time: a horizon of 200 steps. Does it survive the "
+    ("5 Mindful of the spiral", "Each side watches its own pull toward 'fear & me'.",
+     "They notice the pull of fear and choose 'trust & we'. Does a "
+     "mind change?", ("yes", "no"), "Mindsets can move: a mind flipped to 'trust & we'.",
+     lambda b, a: (a["mindset_a"], a["mindset_b"]) != (b["mindset_a"], b["mindset_b"])),
+    ("6 Be patient", "Nobody expects results next week any more.",
+     "They give the alliance time: a horizon of 200 steps. Does it survive the "
      "next steps?", ("it survives", "it ends"),
      "Patience buys the time a turnaround needs.",
      lambda b, a: not a["ended"] and a["horizon_min"] >= 200),
@@ -108,8 +114,8 @@ STORIES["The turnaround"] = Story(
                 "Left alone for 40 steps, where does it go?", ("further down", "up"), 40,
                 takeaway="Left alone, a spiraled-out alliance stays down.",
                 check=lambda b, a: a["score"] <= 0.45),
-        *(Chapter(label, f"Step {label}", q, opts, 3, action=label, takeaway=tk, check=ck)
-          for label, q, opts, tk, ck in _SIX),
+        *(Chapter(label, idea, q, opts, 3, action=label, takeaway=tk, check=ck)
+          for label, idea, q, opts, tk, ck in _SIX),
         Chapter("Let it run", "The six steps are done; now nobody intervenes.",
                 "Will it climb on its own?", ("it spirals in", "it falls back"), 40,
                 takeaway="Once past the tipping line, trust and openness pull each other up.",
