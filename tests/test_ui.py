@@ -266,3 +266,14 @@ def test_page_bad_seed_message_and_the_app_keeps_running():
     assert "<b>step</b> 1" in _html(rc)
     assert ACTIONS
     rc.close()
+
+
+def test_scenario_alliances_key_is_validated(tmp_path):
+    from sim.scenario import ScenarioError
+
+    f = tmp_path / "bad.toml"
+    f.write_text('[[interventions]]\nstep = 1\nkind = "neutralize"\nalliances = ["x"]\n')
+    with pytest.raises(ScenarioError, match=r"interventions\[0\]\.alliances"):
+        load(f)
+    f.write_text('[[interventions]]\nstep = 1\nkind = "neutralize"\nalliances = [0, 2]\n')
+    assert load(f).values["interventions"][0]["alliances"] == [0, 2]
