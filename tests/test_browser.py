@@ -293,6 +293,15 @@ def test_info_panel_and_presentation_mode(page):
     page.screenshot(path=SHOTS / "09-present-1366.png")
 
 
+MIDPOINT_JS = """(u) => {
+  const hits = [...document.querySelectorAll('.spiral-network .hit')];
+  if (!hits.length) return null;
+  const h = hits[Math.floor(u * hits.length)], m = h.getScreenCTM();
+  return [m.a * (+h.getAttribute('x1') + +h.getAttribute('x2')) / 2 + m.e,
+          m.d * (+h.getAttribute('y1') + +h.getAttribute('y2')) / 2 + m.f];
+}"""
+
+
 def _random_clicks(pages, seconds: float, rng: random.Random):
     end = time.time() + seconds
     names = ["1 Share", "2 Neutralize", "3 Find", "5 Mindful", "6 Be", "Shock"]
@@ -303,9 +312,10 @@ def _random_clicks(pages, seconds: float, rng: random.Random):
             if r < 0.5:
                 pg.get_by_role("button", name=re.compile(rng.choice(names))).first.click(
                     timeout=5_000)
-            elif r < 0.8:
-                pg.locator(".spiral-network .hit").nth(rng.randrange(20)).click(
-                    timeout=5_000, force=True)
+            elif r < 0.8:  # click the middle of a random alliance's line, as a person would
+                xy = pg.evaluate(MIDPOINT_JS, rng.random())
+                if xy:
+                    pg.mouse.click(*xy)
             else:
                 pg.locator(".spiral-scope .v-btn").nth(rng.randrange(2)).click(timeout=5_000)
         except Exception as e:  # noqa: BLE001 - a control may be disabled for a moment
