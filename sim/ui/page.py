@@ -109,13 +109,18 @@ def Page():
             now = time.perf_counter()
             if ctx is not None and not _pages_connected(ctx):
                 gone = gone or now
-                if now - gone > DISCONNECT_S:
-                    return  # nobody is watching: stop stepping
+                if now - gone > DISCONNECT_S:  # nobody is watching: stop stepping
+                    try:
+                        playing.set(False)
+                    except Exception:  # noqa: BLE001 - the page may be gone for good
+                        pass
+                    return
             else:
                 gone = None
             try:
+                was_pending = sess.pending > 0
                 sess.step(1)
-                if sess.story is not None and sess.revealed and not sess.pending:
+                if was_pending and not sess.pending:
                     publish()
                     playing.set(False)  # the reveal has run: stop for the room to talk
                     return
