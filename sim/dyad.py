@@ -12,7 +12,7 @@ import copy
 import numpy as np
 
 from . import kernel
-from .state import INDEX, State, empty_alliances
+from .state import State, add_initial_alliances, empty_state, resting_value
 
 
 def deterministic(p):
@@ -22,32 +22,144 @@ def deterministic(p):
     return q
 
 
-def dyad_state(p, T0, O0, abundance=(True, False), divergence: float | None = None) -> State:
-    """len(T0) independent alliances of one dyad each; side 0 and side 1 hold the given
-    mindsets; trust and openness start at T0, O0 on both ties; perspectives differ by
-    `divergence` on every topic (default: trust.divergence_ref, the neutral level)."""
+def start_divergence(p) -> float:
+    """The divergence a new dyad starts with on average: perspectives 0.5 + div (u - 0.5) with
+    u ~ U(0, 1) give E|p_i - p_j| = div / 3 (0 under clarity)."""
+    return 0.0 if p.negotiation.clarity else p.initial.divergence / 3.0
+
+
+def dyad_state(p, T0, O0, abundance=(True, False), divergence: float | None = None,
+               latent=None) -> State:
+    """len(T0) independent two-organization alliances of one dyad each, started exactly as the
+    model starts an alliance (state.new_alliances: value level at rest, no tension, no
+    dissatisfaction), except that trust and openness start at T0, O0 on both ties. Side 0 and
+    side 1 hold the given mindsets, with latent abundance `latent` (default: their culture
+    level); perspectives differ by `divergence` on every topic (default: the model's average
+    start, start_divergence)."""
     T0 = np.atleast_1d(np.asarray(T0, float))
     O0 = np.broadcast_to(np.atleast_1d(np.asarray(O0, float)), T0.shape).copy()
     n = len(T0)
     K = p.ecosystem.perspective_dims
-    d = p.trust.divergence_ref if divergence is None else divergence
+    d = start_divergence(p) if divergence is None else divergence
     abund = np.tile(np.asarray(abundance, bool), n)
     level = np.where(abund, p.mindset.abundance_level, p.mindset.scarcity_level)
+    a = level.copy() if latent is None else np.tile(np.asarray(latent, float), n)
     persp = np.empty((2 * n, K))
     persp[0::2] = 0.5 - d / 2
     persp[1::2] = 0.5 + d / 2
-    al = empty_alliances(n, p.regimes.window)
-    al["al_org"][:] = np.arange(2 * n).reshape(n, 2)
-    x = O0 * O0
-    v = p.value.exchange * x / (1.0 - p.value.memory)  # value level at rest for this exchange
-    s = State(culture=level.copy(), horizon=np.full(2 * n, p.patience.horizon),
-              abundant_start=abund, org=np.arange(2 * n), a=level.copy(), m=abund.copy(),
-              p=persp, **al, d_al=np.arange(n, dtype=INDEX),
-              d_ind=np.arange(2 * n, dtype=INDEX).reshape(n, 2).T.copy(),
-              T=np.stack([T0, T0]), O=np.stack([O0, O0]),
-              D=np.zeros(n), v=v)
+    q = copy.copy(p)
+    q.ecosystem = copy.copy(p.ecosystem)
+    q.ecosystem.individuals_per_organization = 1
+    s = empty_state(q, level, abund, np.arange(2 * n), a, abund.copy(), persp)
+    add_initial_alliances(s, q, np.arange(2 * n).reshape(n, 2))
+    s.T[:] = T0
+    s.O[:] = O0
+    s.v[:] = [resting_value(p, o) for o in O0]
+    s.al_trust[:], s.al_open[:] = T0, O0
     s.al_hist[:] = ((T0 + O0) / 2)[:, None]
     return s
+
+
+def portrait_state(s: State, p, alliance: int, T0, O0, now: bool = False,
+                   formation: bool = False) -> State:
+    """len(T0) copies of one alliance of state s, as two organizations on their own, with
+    trust and openness started at (T0, O0) on every tie. The people (latent abundance,
+    mindset, perspective, culture, horizon) are copied as they are in s, or, with
+    formation=True, with the mindsets the pair had when the alliance formed (latent abundance
+    and culture at that mindset's level). Tension, value level and dissatisfaction start as
+    the model starts an alliance (state.new_alliances), or, with now=True, as they are in s.
+    Stepping it with kernel.step is the model's own map for this pair, which is what the phase
+    portrait draws."""
+    T0 = np.atleast_1d(np.asarray(T0, float))
+    O0 = np.broadcast_to(np.atleast_1d(np.asarray(O0, float)), T0.shape).copy()
+    n = len(T0)
+    orgs = s.al_org[alliance]
+    ipo = p.ecosystem.individuals_per_organization
+    people = np.concatenate([np.flatnonzero(s.org == o) for o in orgs])  # side 0, then side 1
+    rows = np.tile(people, n)
+    new_org = np.repeat(np.arange(2 * n), ipo)
+    side_org = np.tile(np.asarray(orgs), n)
+    q = deterministic(p)
+    culture, a, m = s.culture[side_org], s.a[rows], s.m[rows]
+    if formation:
+        ab = np.tile(s.al_mindset[alliance], n)  # per side
+        culture = np.where(ab, p.mindset.abundance_level, p.mindset.scarcity_level)
+        m = np.repeat(ab, ipo)
+        a = np.repeat(culture, ipo)
+    st = empty_state(q, culture, s.abundant_start[side_org], new_org, a, m, s.p[rows],
+                     s.horizon[side_org])
+    add_initial_alliances(st, q, np.arange(2 * n).reshape(n, 2))
+    k = ipo * ipo  # dyads per alliance, in alliance order
+    st.T[:] = np.repeat(T0, k)
+    st.O[:] = np.repeat(O0, k)
+    st.v[:] = np.repeat(resting_value(p, O0), k)
+    st.al_trust[:], st.al_open[:] = T0, O0
+    st.al_level[:] = resting_value(p, O0)
+    st.al_hist[:] = ((T0 + O0) / 2)[:, None]
+    if now:
+        mine = np.flatnonzero(s.d_al == alliance)
+        if len(mine) == k:
+            st.D[:] = np.tile(s.D[mine], n)
+            st.v[:] = np.tile(s.v[mine], n)
+        st.al_unsat[:] = s.al_unsat[alliance]
+    return st
+
+
+def alliance_basin(s: State, p, alliance: int, n: int = 41, steps: int = 400,
+                   now: bool = False, formation: bool = False):
+    """Basin of one alliance of a model (portrait_state): (xs, final score (n, n), rows =
+    openness). The separatrix is the 0.5 contour."""
+    q = deterministic(p)
+    xs, tt, oo = grid(n)
+    st = portrait_state(s, q, alliance, tt, oo, now, formation)
+    for _ in range(steps):
+        kernel.step(st, q, None)
+    kernel.summarize_alliances(st)
+    return xs, (0.5 * (st.al_trust + st.al_open)).reshape(n, n)
+
+
+def alliance_flow(s: State, p, alliance: int, n: int = 21, now: bool = False,
+                  formation: bool = False):
+    """One deterministic step of one alliance's map from every grid point (for streamplot)."""
+    q = deterministic(p)
+    xs, tt, oo = grid(n)
+    st = portrait_state(s, q, alliance, tt, oo, now, formation)
+    kernel.step(st, q, None)
+    kernel.summarize_alliances(st)
+    return xs, xs, (st.al_trust - tt).reshape(n, n), (st.al_open - oo).reshape(n, n)
+
+
+def predict(xs, score, T0: float, O0: float) -> float:
+    """The basin's final score at a start (T0, O0), bilinearly interpolated on the grid."""
+    from scipy.interpolate import RegularGridInterpolator
+
+    f = RegularGridInterpolator((xs, xs), score)  # score rows = openness, columns = trust
+    return float(f([[O0, T0]])[0])
+
+
+def trust_asymmetry(p, size: float = 0.05, trust: float = 0.5) -> dict[str, float]:
+    """The probe of issue 12 point 8: one step of the model's own trust update (kernel.trust)
+    on a tie at `trust` whose evidence is exactly neutral (its target equals its trust), with
+    the evidence moved by +size (a positive event) or -size (a negative event of the same
+    size). Returns the gain, the loss and loss / gain."""
+    q = deterministic(p)
+    t = q.trust
+    k = q.trust.steepness
+    # evidence e0 with S(k e0) = trust, so the tie is at rest before the event
+    e0 = np.log(trust / (1.0 - trust)) / k if 0 < trust < 1 else 0.0
+    out = {}
+    for name, de in (("gain", size), ("loss", -size)):
+        s = dyad_state(q, [trust], [0.5], (True, True), divergence=t.divergence_ref)
+        s.D[:] = 0.0
+        partner = t.w_openness * (0.5 - t.openness_ref)
+        # perceived value that puts the evidence at e0 + de
+        pv = t.value_ref + (e0 + de - partner - t.bias_abundance) / t.w_value \
+            if t.w_value > 0 else 0.0
+        perceived = np.full((2, 1), pv)
+        kernel.trust(s, q, perceived, np.full(1, t.divergence_ref), np.zeros(1))
+        out[name] = abs(float(s.T[0, 0]) - trust)
+    out["ratio"] = out["loss"] / out["gain"] if out["gain"] > 0 else float("inf")
+    return out
 
 
 def grid(n: int):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .kernel import confront_prob, per_person
+from .kernel import claims, confront_prob, flip, per_person
 from .state import VALUE_KINDS, State
 
 
@@ -68,12 +68,18 @@ def neutralize(s: State, p, rng, org_mask, dose: float) -> None:
 
 
 def _add_opportunity(s: State, p, sel: np.ndarray, gain: np.ndarray) -> None:
+    """Value from opportunities on dyads sel (gain: 1/0, or the expectation with noise off):
+    created by kind, perceived as in the pie step, and trust gained both ways."""
     flow = p.value.opportunity * gain
     s.v[sel] += flow
     created = np.bincount(s.d_al[sel], flow, s.n_al)
     split = np.full(len(VALUE_KINDS), (1.0 - p.value.revenue_share) / (len(VALUE_KINDS) - 1))
     split[0] = p.value.revenue_share
     s.al_value += created[:, None] * split[None, :]
+    c = claims(s, p)[:, sel]
+    sv = c / np.maximum(1.0, c[0] + c[1])
+    view = np.where(s.m, 1.0, p.value.revenue_share)[s.d_ind[:, sel]]
+    s.al_perceived += np.bincount(s.d_al[sel], ((sv * view).sum(axis=0)) * flow, s.n_al)
     s.T[:, sel] += p.differences.opportunity_trust * gain * (1.0 - s.T[:, sel])
 
 
@@ -91,8 +97,7 @@ def coach_mindset(s: State, p, rng, org_mask, dose: float) -> None:
     the expressed mindset then follows the usual hysteresis rule."""
     who = _orgs(org_mask)[s.org]
     s.a[who] += dose * (1.0 - s.a[who])
-    mp = p.mindset
-    s.m = np.where(s.m, s.a >= mp.theta_down, s.a > mp.theta_up)
+    flip(s, p)
 
 
 def scare(s: State, p, rng, org_mask, dose: float) -> None:
@@ -101,8 +106,7 @@ def scare(s: State, p, rng, org_mask, dose: float) -> None:
     mindset then follows the hysteresis rule."""
     who = _orgs(org_mask)[s.org]
     s.a[who] *= 1.0 - dose
-    mp = p.mindset
-    s.m = np.where(s.m, s.a >= mp.theta_down, s.a > mp.theta_up)
+    flip(s, p)
 
 
 def set_patience(s: State, p, rng, org_mask, dose: float) -> None:
@@ -112,14 +116,16 @@ def set_patience(s: State, p, rng, org_mask, dose: float) -> None:
 
 def shock(s: State, p, rng, org_mask, dose: float) -> None:
     """A crisis: a difference of size dose on every targeted tie. Confronted ones are
-    neutralized; avoided ones add to tension (and may blow up into blame this step)."""
+    neutralized (tension, old and new, cleared, as a confronted difference in step 2); avoided
+    ones add to tension (and may blow up into blame this step). With noise off: the expected
+    tension."""
     sel = np.flatnonzero(_dyads(s, org_mask))
     q = confront_prob(s, p, s.O[0] * s.O[1])[sel]
     if p.noise.enabled:
         avoided = (rng.random(len(sel)) >= q).astype(float)
     else:
         avoided = 1.0 - q
-    s.D[sel] += dose * avoided
+    s.D[sel] = avoided * (s.D[sel] + dose)
 
 
 KINDS = {

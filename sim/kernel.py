@@ -12,8 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import metrics
-from .state import VALUE_KINDS, State, dyads_for, empty_alliances, initial_trust
+from .state import IN, OUT, UNDECIDED, VALUE_KINDS, State, initial_trust, new_alliances
 
 
 def sigmoid(x):
@@ -52,6 +51,15 @@ def degree(s: State) -> np.ndarray:
 def unique_alliances(s: State, rows) -> np.ndarray:
     """Sorted distinct alliances of the given dyad rows (a bincount: no sort of the rows)."""
     return np.flatnonzero(np.bincount(s.d_al[rows], minlength=s.n_al))
+
+
+def experience_weight(s: State, p) -> np.ndarray:
+    """Per person, the weight of one tie's experience: 1 / max(ties, usual ties), the usual
+    number being ecosystem.mean_degree x individuals_per_organization. So experiences count
+    as a share of one's ties, except that a person left with few ties does not learn from
+    one good tie as much as from a whole trusted network."""
+    usual = max(1.0, p.ecosystem.mean_degree * p.ecosystem.individuals_per_organization)
+    return 1.0 / np.maximum(s.topology().deg, usual)
 
 
 def talk_rate(p) -> float:
@@ -113,14 +121,15 @@ def divergence(s: State) -> np.ndarray:
 
 def confront_prob(s: State, p, x: np.ndarray) -> np.ndarray:
     """Chance a dyad confronts its differences: it takes one side to raise a problem openly.
-    Each side raises it with its style's chance times (0.5 + 0.5 x); q = 1 - (1-q_i)(1-q_j)."""
+    A side raises it with q_i = 1 - (1 - kappa_i)(1 - open_talk * x): its style's chance
+    kappa_i, or because talk between the two is open; q = 1 - (1 - q_i)(1 - q_j)."""
     c = by_mindset(s, p.differences.confront_abundance, p.differences.confront_scarcity)
-    return either_side(c[0], c[1], x)
+    return either_side(c[0], c[1], x, p.differences.open_talk)
 
 
-def either_side(c0, c1, x):
-    f = 0.5 + 0.5 * x
-    return 1.0 - (1.0 - c0 * f) * (1.0 - c1 * f)
+def either_side(c0, c1, x, open_talk):
+    closed = 1.0 - open_talk * x
+    return 1.0 - (1.0 - c0) * closed * (1.0 - c1) * closed
 
 
 # 2. Differences ------------------------------------------------------------------------------
@@ -139,7 +148,7 @@ def differences(s: State, p, rng, noise: bool, x: np.ndarray, ev: Events) -> np.
         else np.zeros(len(idx))
     m0, m1 = s.m[s.d_ind[0, idx]], s.m[s.d_ind[1, idx]]
     ca, cs = p.differences.confront_abundance, p.differences.confront_scarcity
-    q = either_side(np.where(m0, ca, cs), np.where(m1, ca, cs), x[idx])
+    q = either_side(np.where(m0, ca, cs), np.where(m1, ca, cs), x[idx], p.differences.open_talk)
     confronted = rng.random(len(idx)) < q
     chance = 0.5 * (s.T[0, idx] + s.T[1, idx])  # a confronted problem: an opportunity w.p. trust
     found = confronted & (rng.random(len(idx)) < chance)
@@ -154,25 +163,30 @@ def differences(s: State, p, rng, noise: bool, x: np.ndarray, ev: Events) -> np.
     return f
 
 
-def blame(s: State, p, ev: Events) -> np.ndarray | float:
+def blame(s: State, p, ev: Events) -> tuple[np.ndarray | float, np.ndarray | float]:
     """Tension past blame_level blows up: trust falls both ways, tension resets.
 
     Tension of n times blame_level is n quarrels: trust is multiplied by (1 - blame_cost)^n.
     Deterministic, so it also runs with noise off (a scheduled shock can still cause blame).
-    Returns per person the blames suffered as a share of own ties (experiences are shares of
-    one's ties, so a busy person is not hurt more per event), or 0.0 when nobody was blamed.
+    Returns (per person the quarrels suffered as a share of own ties, per dyad the quarrels),
+    each 0.0 when nobody was blamed. Experiences are shares of one's ties, so a busy person is
+    not hurt more per event.
     """
     hit = np.flatnonzero(s.D > p.differences.blame_level)
     if not len(hit):
-        return 0.0
-    n = np.floor(s.D[hit] / p.differences.blame_level)
+        return 0.0, 0.0
+    # at most MAX_QUARRELS per step: past that, trust is 0 anyway (and counts stay finite)
+    n = np.minimum(np.floor(s.D[hit] / p.differences.blame_level), MAX_QUARRELS)
     s.T[:, hit] *= (1.0 - p.differences.blame_cost) ** n
     s.D[hit] = 0.0
     ev.blamed = unique_alliances(s, hit)
     np.add.at(s.al_blames, s.d_al[hit], n.astype(np.int64))
     w = np.zeros(len(s.D))
     w[hit] = n
-    return per_person(s, w) * s.topology().inv
+    return per_person(s, w) * experience_weight(s, p), w
+
+
+MAX_QUARRELS = 1000.0
 
 
 # 5. Pie: value created, claims, perceived value ----------------------------------------------
@@ -211,9 +225,12 @@ def value(s: State, p, x: np.ndarray, opp, ev: Events):
 
 
 # 3. Trust ------------------------------------------------------------------------------------
-def trust(s: State, p, perceived: np.ndarray, d: np.ndarray, overclaim: np.ndarray) -> None:
-    """T += rate * (S(k_T * e) - T), e from the partner's openness, perceived value,
-    divergence, tension, disputes and the holder's bias. `perceived` is overwritten."""
+def trust(s: State, p, perceived: np.ndarray, d: np.ndarray, overclaim: np.ndarray,
+          rng=None) -> None:
+    """T += r * (S(k_T * e) - T), e from the partner's openness, perceived value, divergence,
+    tension, disputes and the holder's bias; r = trust.rate when the target is above T
+    (building) and trust.erode_rate when it is below (eroding: trust is lost faster than it is
+    won). `perceived` is overwritten."""
     t = p.trust
     common = t.w_divergence * (d - t.divergence_ref)
     common += t.w_tension * s.D
@@ -224,22 +241,25 @@ def trust(s: State, p, perceived: np.ndarray, d: np.ndarray, overclaim: np.ndarr
     e += t.w_openness * (s.O[::-1] - t.openness_ref)
     e -= common
     e += by_mindset(s, t.bias_abundance, t.bias_scarcity)
+    if rng is not None and t.noise > 0:  # each side reads the partner through noisy signals
+        e += t.noise * rng.standard_normal(e.shape)
     e *= t.steepness
     sigmoid_(e)
     e -= s.T
-    e *= t.rate
+    e *= np.where(e > 0.0, t.rate, t.erode_rate)
     s.T += e
 
 
 # 4. Openness ---------------------------------------------------------------------------------
-def openness(s: State, p, impatient: np.ndarray | None) -> None:
-    """O += rate * (S(k_O (T - theta_O) + b + close) - O)."""
+def openness(s: State, p, unsat: np.ndarray | None) -> None:
+    """O += rate * (S(k_O (T - theta_O) + b + close_bias * u) - O): a dissatisfied side (u its
+    dissatisfaction) changes strategy and closes up."""
     o = p.openness
     z = s.T - o.threshold
     z *= o.steepness
     z += by_mindset(s, o.bias_abundance, o.bias_scarcity)
-    if impatient is not None:
-        z += p.patience.close_bias * impatient
+    if unsat is not None:
+        z += p.patience.close_bias * unsat
     sigmoid_(z)
     z -= s.O
     z *= o.rate
@@ -247,63 +267,98 @@ def openness(s: State, p, impatient: np.ndarray | None) -> None:
 
 
 # 6. Patience ---------------------------------------------------------------------------------
-def patience(s: State, p, perceived: np.ndarray, noise: bool):
-    """Each side compares its perceived value with its expectation.
+def patience(s: State, p, perceived: np.ndarray, blamed_dyads: np.ndarray | float):
+    """Each side of each alliance weighs this step's grievance g and accumulates it over its
+    horizon H as dissatisfaction u:
 
-    Short for more than half its horizon: it changes strategy and closes up (openness bias
-    close_bias on its ties). Short for more than its horizon: it ends the alliance.
-    Returns (impatient flag per tie (2, n_d) or None, alliances to end). Off with noise off.
+        g = min(1, shortfall + w_blame * quarrels),  shortfall = max(0, 1 - level / expectation),
+        u <- u + (g - u) / H,
+
+    level being the side's mean perceived value over the alliance's dyads. u starts at 0 (a
+    new alliance has no grievances yet). The patient (long H) judge the long run, the impatient
+    the last few steps. Returns u per tie (2, n_d), for the openness response.
     """
-    if not noise:
-        return None, np.empty(0, np.int64)
     n_al = s.n_al
-    cnt = np.maximum(s.topology().al_cnt, 1)
+    t = s.topology()
+    cnt = np.maximum(t.al_cnt, 1)
     act = s.active
-    horizon = s.horizon[s.al_org]  # (n_al, 2)
+    horizon = s.horizon[s.al_org].astype(float)  # (n_al, 2)
+    quarrels = (np.bincount(s.d_al, blamed_dyads, n_al) / cnt
+                if isinstance(blamed_dyads, np.ndarray) else 0.0)
+    E = p.value.expectation
     for side in (0, 1):  # two sides, not ties
         level = np.bincount(s.d_al, perceived[side], n_al) / cnt
-        # what a side has seen lately: an average over its own horizon (the impatient see only
-        # the last few steps, the patient the long run)
-        seen = s.al_seen[:, side]
-        seen += (level - seen) / horizon[:, side]
-        short = act & (seen < p.value.expectation)
-        s.al_short[:, side] = np.where(short, s.al_short[:, side] + 1, 0)
-    impatient_al = s.al_short * 2 > horizon
-    ending = np.flatnonzero(act & (s.al_short > horizon).any(axis=1))
-    if not impatient_al.any():
-        return None, ending
-    return impatient_al[s.d_al].T.astype(float), ending
+        short = np.clip(1.0 - level / E, 0.0, 1.0) if E > 0 else np.zeros(n_al)
+        g = np.minimum(1.0, short + p.patience.w_blame * quarrels)
+        s.al_grievance[:, side] = np.where(act, g, 0.0)
+        u = s.al_unsat[:, side]
+        u += np.where(act, (g - u) / horizon[:, side], 0.0)
+    return s.al_unsat[s.d_al].T
+
+
+def ending_hazard(s: State, p) -> np.ndarray:
+    """Per alliance, the chance it ends this step: either side may end it, a side with hazard
+    end_rate * u^2 * g: it quits when dissatisfaction has piled up over its horizon (u; mild
+    discontent rarely ends an alliance) and it still has a grievance now (g; a side that is
+    satisfied again does not quit over the past)."""
+    h = p.patience.end_rate * s.al_unsat ** 2 * s.al_grievance
+    return 1.0 - (1.0 - h[:, 0]) * (1.0 - h[:, 1])
+
+
+def draw_endings(s: State, p, rng) -> np.ndarray:
+    act = np.flatnonzero(s.active)
+    if not len(act):
+        return np.empty(0, np.int64)
+    h = ending_hazard(s, p)[act]
+    return act[rng.random(len(act)) < h]
 
 
 # 7. Mindset ----------------------------------------------------------------------------------
-def mindset(s: State, p, blames, hurt_by_end, ev: Events) -> None:
-    """Latent abundance: slow rise with good experience, fast fall with bad; culture and peers.
+def mindset(s: State, p, blames, hurt_by_end, opp_share, ev: Events) -> None:
+    """Latent abundance follows experience: it climbs slowly with trusted ties and opportunities
+    found together, and falls fast with blame and with alliances that end; it is pulled toward
+    the culture and, weighted by trust, toward partners' abundance.
 
-    The expressed mindset flips with hysteresis: to scarcity below theta_down, back to
-    abundance only above theta_up.
+        a <- a + learn_rate (1 - a) (g + learn_opportunity o)
+               - a (hurt_rate b + betrayal e)
+               + culture_pull (c - a) + peer_pull mean_j T_ij (a_j - a)
+
+    The climb shrinks near 1 and the fall near 0 (a stays in [0, 1]). The expressed mindset
+    flips with hysteresis: to scarcity below theta_down, back to abundance only above theta_up.
     """
     mp = p.mindset
     t = s.topology()
     T0, T1 = s.T
     good = per_person(s, (T0 > mp.trusted_level).astype(float),
                       (T1 > mp.trusted_level).astype(float))
-    good *= t.inv
-    wsum = per_person(s, T0, T1)
-    peer = per_person(s, T0 * s.a[t.i1], T1 * s.a[t.i0])
-    has = wsum > 0
-    peer_pull = np.zeros_like(s.a)
-    peer_pull[has] = peer[has] / wsum[has] - s.a[has]
-    s.a += (mp.learn_rate * good - mp.hurt_rate * blames - mp.betrayal * hurt_by_end
+    good *= experience_weight(s, p)
+    # contagion through trusted ties: the mean over own ties of T_ij (a_j - a_i)
+    peer_pull = per_person(s, T0 * (s.a[t.i1] - s.a[t.i0]), T1 * (s.a[t.i0] - s.a[t.i1]))
+    peer_pull *= t.inv
+    climb = mp.learn_rate * (good + mp.learn_opportunity * opp_share)
+    fall = mp.hurt_rate * blames + mp.betrayal * hurt_by_end
+    s.a += (climb * (1.0 - s.a) - np.minimum(fall, 1.0) * s.a
             + mp.culture_pull * (s.culture[s.org] - s.a) + mp.peer_pull * peer_pull)
     np.clip(s.a, 0.0, 1.0, out=s.a)
-    new_m = np.where(s.m, s.a >= mp.theta_down, s.a > mp.theta_up)
-    ev.to_scarcity = np.flatnonzero(s.m & ~new_m)
-    ev.to_abundance = np.flatnonzero(~s.m & new_m)
-    s.m = new_m
+    flip(s, p, ev)
     # culture follows its people
     n_org = s.n_org
     mean_a = np.bincount(s.org, s.a, n_org) / np.maximum(np.bincount(s.org, minlength=n_org), 1)
     s.culture += mp.culture_follow * (mean_a - s.culture)
+
+
+def flip(s: State, p, ev: Events | None = None) -> None:
+    """Expressed mindsets follow latent abundance with hysteresis; flips are counted."""
+    mp = p.mindset
+    new_m = np.where(s.m, s.a >= mp.theta_down, s.a > mp.theta_up)
+    down = s.m & ~new_m
+    up = ~s.m & new_m
+    s.ind_to_scarcity += down
+    s.ind_to_abundance += up
+    if ev is not None:
+        ev.to_scarcity = np.concatenate([ev.to_scarcity, np.flatnonzero(down)])
+        ev.to_abundance = np.concatenate([ev.to_abundance, np.flatnonzero(up)])
+    s.m = new_m
 
 
 # 8. Ecosystem: ending and formation ----------------------------------------------------------
@@ -315,11 +370,11 @@ def end_alliances(s: State, p, ending: np.ndarray, ev: Events) -> np.ndarray | f
     if len(ending) == 0:
         return 0.0
     s.al_ended[ending] = s.step
-    s.al_regime[ending] = metrics.OUT
+    s.al_regime[ending] = OUT
     gone = np.zeros(s.n_al, bool)
     gone[ending] = True
     drop = gone[s.d_al]
-    hurt = per_person(s, drop.astype(float)) * s.topology().inv
+    hurt = per_person(s, drop.astype(float)) * experience_weight(s, p)
     keep = ~drop
     s.d_al, s.D, s.v = s.d_al[keep], s.D[keep], s.v[keep]
     s.d_ind, s.T, s.O = s.d_ind[:, keep], s.T[:, keep], s.O[:, keep]
@@ -376,57 +431,82 @@ def form_alliances(s: State, p, rng, ev: Events) -> np.ndarray:
     if not new_pairs:
         return np.empty(0, np.int64)
     pairs = np.array(new_pairs, np.int64)
-    ids = add_alliances(s, p, pairs)
+    ids = add_alliances(s, p, pairs, rng)
     ev.formed = ids
     return ids
 
 
-def add_alliances(s: State, p, pairs: np.ndarray) -> np.ndarray:
-    """Append alliances (and their dyads at the initial trust and openness)."""
-    k = len(pairs)
+def add_alliances(s: State, p, pairs: np.ndarray, rng=None) -> np.ndarray:
+    """Append alliances (and their dyads, started as at set-up: state.new_alliances)."""
     start = s.n_al
-    al = empty_alliances(k, s.al_hist.shape[1] - 1)
-    al["al_org"][:] = pairs
-    al["al_formed"][:] = s.step
-    t0, o0 = initial_trust(p), p.initial.openness
-    al["al_trust"][:], al["al_open"][:] = t0, o0
-    al["al_hist"][:] = (t0 + o0) / 2
-    al["al_seen"][:] = p.value.expectation  # judged from the start as neither short nor good
+    al, d_al, d_ind, ties = new_alliances(s, p, pairs, rng)
     for name, arr in al.items():
         setattr(s, name, np.concatenate([getattr(s, name), arr]))
-    d_al, d_ind = dyads_for(pairs, p.ecosystem.individuals_per_organization)
-    nd = len(d_al)
     s.d_al = np.concatenate([s.d_al, (d_al + start).astype(s.d_al.dtype)])
     s.d_ind = np.concatenate([s.d_ind, d_ind], axis=1)
-    s.T = np.concatenate([s.T, np.full((2, nd), t0)], axis=1)
-    s.O = np.concatenate([s.O, np.full((2, nd), o0)], axis=1)
-    s.D = np.concatenate([s.D, np.zeros(nd)])
-    s.v = np.concatenate([s.v, np.zeros(nd)])
+    for name in ("T", "O", "D", "v"):
+        setattr(s, name, np.concatenate([getattr(s, name), ties[name]], axis=-1))
     s.changed_ties()
-    return np.arange(start, start + k)
+    return np.arange(start, start + len(pairs))
+
+
+# 12. Regimes ---------------------------------------------------------------------------------
+def summarize_alliances(s: State) -> None:
+    """Mean trust, openness, tension and value level of every active alliance."""
+    n = s.n_al
+    cnt = s.topology().al_cnt
+    has = cnt > 0
+    c = np.maximum(cnt, 1)
+    for name, w, k in (("al_trust", s.T[0] + s.T[1], 2), ("al_open", s.O[0] + s.O[1], 2),
+                       ("al_tension", s.D, 1), ("al_level", s.v, 1)):
+        arr = getattr(s, name)
+        arr[has] = (np.bincount(s.d_al, w, n) / (k * c))[has]
+
+
+def classify(s: State, p) -> None:
+    """The regime rule (docs/model.md, "Regimes"): score (trust + openness)/2, trend over the
+    window; ended alliances are spiral-out."""
+    r = p.regimes
+    w = r.window
+    score = 0.5 * (s.al_trust + s.al_open)
+    act = s.active
+    s.al_hist[act, s.step % (w + 1)] = score[act]
+    past = s.al_hist[:, (s.step + 1) % (w + 1)]
+    trend = score - past
+    reg = np.where((score >= r.in_level) & (trend >= -r.trend), IN,
+                   np.where((score <= r.out_level) & (trend <= r.trend), OUT, UNDECIDED))
+    s.al_regime[:] = np.where(act, reg, OUT)
 
 
 # The step ------------------------------------------------------------------------------------
 def step(s: State, p, rng) -> Events:
     """One step of the model for every tie at once. Order: talk, differences, blame, pie,
-    patience, trust, openness, alliance summaries, ending, mindset, formation, regimes.
+    patience (dissatisfaction), trust, openness, alliance summaries, ending (a hazard drawn
+    from dissatisfaction), mindset, formation, regimes.
 
-    Trust is updated from last step's openness; openness from this step's trust.
+    Trust is updated from last step's openness; openness from this step's trust. With noise
+    off nothing is drawn: no differences, drift, endings or formation (a deterministic map).
     """
     noise = p.noise.enabled
     s.step += 1
     ev = Events()
     x, d = talk(s, p, rng, noise)
     opp = differences(s, p, rng, noise, x, ev)
-    blames = blame(s, p, ev)
+    blames, quarrels = blame(s, p, ev)
     perceived, overclaim = value(s, p, x, opp, ev)
-    impatient, ending = patience(s, p, perceived, noise)
-    trust(s, p, perceived, d, overclaim)  # (consumes `perceived`)
-    openness(s, p, impatient)
-    metrics.summarize_alliances(s)
+    unsat = patience(s, p, perceived, quarrels)
+    trust(s, p, perceived, d, overclaim, rng if noise else None)  # (consumes `perceived`)
+    openness(s, p, unsat)
+    summarize_alliances(s)
+    opp_share = 0.0
+    if opp is not None and len(opp):
+        w = np.zeros(len(s.D))
+        w[opp] = 1.0
+        opp_share = per_person(s, w) * experience_weight(s, p)
+    ending = draw_endings(s, p, rng) if noise else np.empty(0, np.int64)
     hurt = end_alliances(s, p, ending, ev)
-    mindset(s, p, blames, hurt, ev)
+    mindset(s, p, blames, hurt, opp_share, ev)
     if noise:
         form_alliances(s, p, rng, ev)
-    metrics.classify(s, p)
+    classify(s, p)
     return ev

@@ -12,48 +12,19 @@ import numpy as np
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
+from .kernel import divergence
 from .state import IN, OUT, UNDECIDED, State
 
-
-def kernel_divergence(s: State) -> np.ndarray:
-    from .kernel import divergence  # the kernel imports this module
-
-    return divergence(s)
-
-__all__ = ["IN", "OUT", "UNDECIDED", "summarize_alliances", "classify", "step_metrics"]
+__all__ = ["IN", "OUT", "UNDECIDED", "step_metrics"]
 
 SERIES_KEYS = (
     "mean_trust", "mean_openness", "mean_trust_active", "share_spiral_in", "share_spiral_out",
     "share_undecided",
     "value_created", "value_perceived", "value_flow", "alliances_active", "alliances_formed",
     "alliances_ended", "mean_abundance", "share_abundance_mindset", "mean_tension",
-    "mean_divergence", "blames", "opportunities", "trusting_component",
+    "mean_divergence", "blames", "opportunities", "trusting_component", "to_scarcity",
+    "to_abundance", "mean_dissatisfaction",
 )
-
-
-def summarize_alliances(s: State) -> None:
-    """Mean trust, openness, tension and value level of every active alliance."""
-    n = s.n_al
-    cnt = s.topology().al_cnt
-    has = cnt > 0
-    c = np.maximum(cnt, 1)
-    for name, w, k in (("al_trust", s.T[0] + s.T[1], 2), ("al_open", s.O[0] + s.O[1], 2),
-                       ("al_tension", s.D, 1), ("al_level", s.v, 1)):
-        arr = getattr(s, name)
-        arr[has] = (np.bincount(s.d_al, w, n) / (k * c))[has]
-
-
-def classify(s: State, p) -> None:
-    r = p.regimes
-    w = r.window
-    score = 0.5 * (s.al_trust + s.al_open)
-    act = s.active
-    s.al_hist[act, s.step % (w + 1)] = score[act]
-    past = s.al_hist[:, (s.step + 1) % (w + 1)]
-    trend = score - past
-    reg = np.where((score >= r.in_level) & (trend >= -r.trend), IN,
-                   np.where((score <= r.out_level) & (trend <= r.trend), OUT, UNDECIDED))
-    s.al_regime[:] = np.where(act, reg, OUT)
 
 
 def trusting_component(s: State, level: float) -> float:
@@ -78,7 +49,7 @@ def step_metrics(s: State, p, ev) -> dict[str, float]:
         share_und = float(np.mean(s.al_regime == UNDECIDED))
     else:
         share_in, share_out, share_und = 0.0, 0.0, 1.0
-    d = float(kernel_divergence(s).mean()) if len(s.d_al) else 0.0
+    d = float(divergence(s).mean()) if len(s.d_al) else 0.0
     ended = int((s.al_ended >= 0).sum())
     return {
         "step": s.step,
@@ -101,4 +72,51 @@ def step_metrics(s: State, p, ev) -> dict[str, float]:
         "blames": int(len(ev.blamed)),
         "opportunities": int(len(ev.opportunities)),
         "trusting_component": trusting_component(s, p.mindset.trusted_level),
+        "to_scarcity": int(len(ev.to_scarcity)),
+        "to_abundance": int(len(ev.to_abundance)),
+        "mean_dissatisfaction": float(s.al_unsat[s.active].mean()) if n > ended else 0.0,
     }
+
+
+def durations(s: State) -> tuple[np.ndarray, np.ndarray]:
+    """Every alliance's age at ending, or its age now if still active (censored)."""
+    ended = s.al_ended >= 0
+    return np.where(ended, s.al_ended, s.step) - s.al_formed, ~ended
+
+
+def survival(s: State, failure_age: int) -> dict[str, float | None]:
+    """Kaplan-Meier estimates over all alliances formed, censored at the run's end (lifelines).
+
+    failure_rate_km: the estimated share of alliances ended by age `failure_age`; None when no
+    alliance was observed that long (the curve says nothing there). median_duration: the age by
+    which half have ended; None when fewer than half end within the observed ages.
+    """
+    dur, censored = durations(s)
+    if not len(dur):
+        return {"failure_rate_km": None, "median_duration": None}
+    from lifelines import KaplanMeierFitter  # late: a second to import, only summaries need it
+
+    km = KaplanMeierFitter().fit(dur, event_observed=~censored)
+    fail = None
+    if dur.max() >= failure_age:
+        fail = float(1.0 - km.survival_function_at_times(failure_age).iloc[0])
+    med = float(km.median_survival_time_)
+    return {"failure_rate_km": fail, "median_duration": med if np.isfinite(med) else None}
+
+
+def hazard_by_age(dur: np.ndarray, ended: np.ndarray, bandwidth: float = 10.0,
+                  min_at_risk: int = 30) -> tuple[np.ndarray, np.ndarray]:
+    """The hazard of ending by alliance age: lifelines' Nelson-Aalen estimate, kernel-smoothed
+    with `bandwidth` steps, at every whole age where at least `min_at_risk` alliances were
+    still at risk (beyond that the estimate is noise). Returns (ages, hazard per step)."""
+    from lifelines import NelsonAalenFitter
+
+    dur = np.asarray(dur, float)
+    ended = np.asarray(ended, bool)
+    if not ended.any():
+        return np.zeros(0), np.zeros(0)
+    naf = NelsonAalenFitter().fit(dur, event_observed=ended)
+    h = naf.smoothed_hazard_(bandwidth)
+    at_risk = np.array([(dur >= a).sum() for a in range(int(dur.max()) + 1)])
+    ages = np.flatnonzero(at_risk >= min_at_risk).astype(float)
+    return ages, np.interp(ages, h.index.to_numpy(float), h.iloc[:, 0].to_numpy(float))

@@ -109,7 +109,7 @@ class AllianceModel(mesa.Model):
             raise ScenarioError("intervention", "kind",
                                 "expected one of " + ", ".join(INTERVENTIONS) + f", got {kind!r}")
         interventions.apply(self.state, self.p, self.rng, kind, target, float(dose), alliances)
-        metrics.summarize_alliances(self.state)
+        kernel.summarize_alliances(self.state)
 
     def schedule(self, kind: str, step: int, target="all", dose: float = 1.0) -> None:
         self._schedule[int(step)].append(
@@ -145,6 +145,12 @@ class AllianceModel(mesa.Model):
         cols["blames"] = s.al_blames
         cols["opportunities"] = s.al_opps
         cols["regime"] = np.array([REGIME_NAMES[int(r)] for r in s.al_regime], dtype=object)
+        dur, censored = metrics.durations(s)
+        cols["duration"] = dur
+        cols["censored"] = censored
+        names = np.array(["scarcity", "abundance"], dtype=object)
+        cols["mindset_a"] = names[s.al_mindset[:, 0].astype(int)]
+        cols["mindset_b"] = names[s.al_mindset[:, 1].astype(int)]
         return cols
 
     def summary(self) -> dict[str, Any]:
@@ -169,9 +175,13 @@ class AllianceModel(mesa.Model):
         out["alliances_formed"] = formed
         out["alliances_ended"] = ended
         out["failure_rate"] = ended / formed if formed else 0.0
+        out.update(metrics.survival(s, self.p.outputs.failure_age))
+        out["failure_age"] = self.p.outputs.failure_age
         out["mean_abundance"] = last["mean_abundance"]
         out["share_abundance_mindset"] = last["share_abundance_mindset"]
         out["trusting_component"] = last["trusting_component"]
+        out["people_to_scarcity"] = int((s.ind_to_scarcity > 0).sum())
+        out["people_to_abundance"] = int((s.ind_to_abundance > 0).sum())
         out["parameters"] = sc.values
         return out
 

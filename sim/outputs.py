@@ -79,8 +79,6 @@ def write_graphml(path: Path, graph: nx.Graph, summary: dict) -> Path:
 
 def plot_run(model, title: str | None = None):
     """The run figure: trust and openness, regime shares, the phase portrait, value."""
-    from .dyad import basin, vector_field  # late import: only plots need it
-
     df = model.timeseries()
     fig, axes = plt.subplots(2, 2, figsize=(12, 8.5), constrained_layout=True)
     ax = axes[0, 0]
@@ -101,23 +99,7 @@ def plot_run(model, title: str | None = None):
     ax.legend(loc="lower left", fontsize=9)
 
     ax = axes[1, 0]
-    xs, ys, u, v = vector_field(model.p)
-    ax.streamplot(xs, ys, u, v, color="#cccccc", density=0.9, linewidth=0.7, arrowsize=0.8)
-    bx, score = basin(model.p, n=41, steps=300)
-    if score.min() < 0.5 < score.max():
-        cs = ax.contour(bx, bx, score, levels=[0.5], colors="#333333", linestyles="--",
-                        linewidths=1.2)
-        ax.clabel(cs, fmt={0.5: "separatrix"}, fontsize=8)
-    tr = model.trajectories()
-    for a, (tt, oo) in tr.items():
-        reg = model.state.al_regime[a]
-        name = {1: "spiral_in", 0: "undecided", -1: "spiral_out"}[int(reg)]
-        ax.plot(tt, oo, color=REGIME_COLORS[name], lw=0.8, alpha=0.6)
-        ax.plot(tt[-1:], oo[-1:], "o", color=REGIME_COLORS[name], ms=3)
-    ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="trust", ylabel="openness",
-           title="Phase portrait: alliances' (trust, openness) paths")
-    ax.text(0.97, 0.03, "flow: a mixed (abundance-scarcity) pair", ha="right",
-            fontsize=8, color="#888888", transform=ax.transAxes)
+    portrait(ax, model)
 
     ax = axes[1, 1]
     ax.plot(df["step"], df["value_created"], color="#1b7837", lw=2, label="value created")
@@ -130,6 +112,53 @@ def plot_run(model, title: str | None = None):
     ax.legend(loc="upper left", fontsize=9)
     fig.suptitle(title or model.scenario_spec.name, fontsize=14)
     return fig
+
+
+PAIR_NAMES = {2: "abundance pair", 1: "mixed pair", 0: "scarcity pair"}
+
+
+def portrait_alliance(model) -> int | None:
+    """The alliance whose pair the run figure's portrait draws: the first tracked mixed one
+    (the bistable case), else the first tracked one."""
+    tr = list(model.trajectories())
+    if not tr:
+        return None
+    kinds = model.state.al_mindset[tr].sum(axis=1)
+    mixed = [a for a, k in zip(tr, kinds) if k == 1]
+    return mixed[0] if mixed else tr[0]
+
+
+def portrait(ax, model) -> None:
+    """Phase portrait: the flow and separatrix of one alliance's own map (dyad.alliance_flow
+    and alliance_basin: the kernel's step on that pair with the mindsets it formed with,
+    started as the model starts it), and the (trust, openness) paths of the tracked alliances
+    of the same pair type."""
+    from .dyad import alliance_basin, alliance_flow  # late import: only plots need it
+
+    s = model.state
+    a = portrait_alliance(model)
+    ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="trust", ylabel="openness")
+    if a is None:
+        ax.set_title("Phase portrait (no alliance)")
+        return
+    kind = int(s.al_mindset[a].sum())
+    xs, ys, u, v = alliance_flow(s, model.p, a, formation=True)
+    ax.streamplot(xs, ys, u, v, color="#cccccc", density=0.9, linewidth=0.7, arrowsize=0.8)
+    bx, score = alliance_basin(s, model.p, a, n=41, steps=300, formation=True)
+    if score.min() < 0.5 < score.max():
+        cs = ax.contour(bx, bx, score, levels=[0.5], colors="#333333", linestyles="--",
+                        linewidths=1.2)
+        ax.clabel(cs, fmt={0.5: "tipping line"}, fontsize=8)
+    for b, (tt, oo) in model.trajectories().items():
+        if int(s.al_mindset[b].sum()) != kind:
+            continue
+        name = {1: "spiral_in", 0: "undecided", -1: "spiral_out"}[int(s.al_regime[b])]
+        ax.plot(tt, oo, color=REGIME_COLORS[name], lw=0.8, alpha=0.6)
+        ax.plot(tt[-1:], oo[-1:], "o", color=REGIME_COLORS[name], ms=3)
+    ax.set_title(f"Phase portrait: {PAIR_NAMES[kind]}s' (trust, openness) paths")
+    ax.text(0.97, 0.03, f"flow and tipping line: alliance {a}'s own map, as it formed",
+            ha="right",
+            fontsize=8, color="#888888", transform=ax.transAxes)
 
 
 def write_figure(path: Path, fig) -> Path:

@@ -16,7 +16,7 @@ import numpy as np
 
 from .kernel import talk_rate
 from .scenario import Scenario, from_dict, load
-from .state import IN, OUT, UNDECIDED, VALUE_KINDS, State, build, initial_trust
+from .state import IN, OUT, UNDECIDED, VALUE_KINDS, State, build, first_impressions, resting_value
 
 
 def S(z: float) -> float:
@@ -35,26 +35,26 @@ class Tie:
 
 
 class Dyad:
-    __slots__ = ("alliance", "ties", "D", "v", "x", "d", "over", "opp")
+    __slots__ = ("alliance", "ties", "D", "v", "x", "d", "over", "opp", "quarrels")
 
     def __init__(self, alliance, D, v):
         self.alliance, self.D, self.v = alliance, D, v
         self.ties: list[Tie] = []
-        self.x = self.d = self.over = 0.0
+        self.x = self.d = self.over = self.quarrels = 0.0
         self.opp = 0
 
 
 class Alliance:
-    __slots__ = ("orgs", "formed", "ended", "dyads", "value", "perceived", "short", "trust",
-                 "open", "tension", "level", "hist", "regime", "blames", "opps", "seen")
+    __slots__ = ("orgs", "formed", "ended", "dyads", "value", "perceived", "unsat", "grievance",
+                 "trust", "open", "tension", "level", "hist", "regime", "blames", "opps")
 
-    def __init__(self, orgs, formed, window, t0, o0, expectation):
+    def __init__(self, orgs, formed, window, t0, o0):
         self.orgs, self.formed, self.ended = orgs, formed, -1
-        self.seen = [expectation, expectation]
         self.dyads: list[Dyad] = []
         self.value = [0.0] * len(VALUE_KINDS)
         self.perceived = 0.0
-        self.short = [0, 0]
+        self.unsat = [0.0, 0.0]
+        self.grievance = [0.0, 0.0]
         self.trust, self.open, self.tension, self.level = t0, o0, 0.0, 0.0
         self.hist = [(t0 + o0) / 2] * (window + 1)
         self.regime = UNDECIDED
@@ -70,6 +70,8 @@ class Person(mesa.Agent):
         self.ties: list[Tie] = []
         self.blames = 0.0
         self.ended = 0.0
+        self.opps = 0.0
+        self.to_scarcity = self.to_abundance = 0
 
     # talk: my perspective moves toward each partner by mu * (partner's openness toward me)
     def plan_talk(self, mu):
@@ -114,19 +116,21 @@ class ReferenceModel(mesa.Model):
         self.people = [Person(self, i, int(s.org[i]), float(s.a[i]), bool(s.m[i]), s.p[i])
                        for i in range(s.n_ind)]
         self.alliances: list[Alliance] = []
-        for k in range(s.n_al):
-            self._add_alliance(tuple(int(o) for o in s.al_org[k]), 0)
+        for k in range(s.n_al):  # set-up's first impressions, as the kernel drew them
+            self._add_alliance(tuple(int(o) for o in s.al_org[k]), 0,
+                               float(s.al_trust[k]), float(s.al_open[k]))
+        self.usual = max(1.0, p.ecosystem.mean_degree * p.ecosystem.individuals_per_organization)
 
     # --- structure ------------------------------------------------------------------------
-    def _add_alliance(self, orgs, formed):
+    def _add_alliance(self, orgs, formed, t0, o0):
         p = self.p
         ipo = p.ecosystem.individuals_per_organization
-        t0, o0 = initial_trust(p), p.initial.openness
-        al = Alliance(orgs, formed, p.regimes.window, t0, o0, p.value.expectation)
+        al = Alliance(orgs, formed, p.regimes.window, t0, o0)
+        al.level = resting_value(p, o0)
         for j0 in range(ipo):
             for j1 in range(ipo):
                 a, b = self.people[orgs[0] * ipo + j0], self.people[orgs[1] * ipo + j1]
-                dy = Dyad(al, 0.0, 0.0)
+                dy = Dyad(al, 0.0, resting_value(p, o0))
                 ta, tb = Tie(a, b, dy, 0, t0, o0), Tie(b, a, dy, 1, t0, o0)
                 dy.ties = [ta, tb]
                 a.ties.append(ta)
@@ -134,6 +138,10 @@ class ReferenceModel(mesa.Model):
                 al.dyads.append(dy)
         self.alliances.append(al)
         return al
+
+    def weight(self, person) -> float:
+        """One tie's share of a person's experience (kernel.experience_weight)."""
+        return 1.0 / max(len(person.ties), self.usual)
 
     def active(self):
         return [al for al in self.alliances if al.ended < 0]
@@ -147,6 +155,7 @@ class ReferenceModel(mesa.Model):
         for dy in dyads:
             dy.x = dy.ties[0].O * dy.ties[1].O
             dy.opp = 0
+            dy.quarrels = 0.0
         # 1 talk (synchronous: everyone plans from the old perspectives, then commits)
         mu = talk_rate(p)
         for person in self.people:
@@ -159,6 +168,7 @@ class ReferenceModel(mesa.Model):
             person.p = [min(1.0, max(0.0, pk)) for pk in person.p]
             person.blames = 0.0
             person.ended = 0.0
+            person.opps = 0.0
         for dy in dyads:
             a, b = dy.ties[0].holder, dy.ties[1].holder
             dy.d = sum(abs(u - w) for u, w in zip(a.p, b.p)) / len(a.p)
@@ -171,8 +181,8 @@ class ReferenceModel(mesa.Model):
                 size = rng.gamma(c, p.differences.size) if p.differences.size > 0 else 0.0
                 k = [p.differences.confront_abundance if t.holder.m
                      else p.differences.confront_scarcity for t in dy.ties]
-                f = 0.5 + 0.5 * dy.x  # either side may raise the problem
-                q = 1.0 - (1.0 - k[0] * f) * (1.0 - k[1] * f)
+                closed = 1.0 - p.differences.open_talk * dy.x  # either side may raise it
+                q = 1.0 - (1.0 - k[0]) * closed * (1.0 - k[1]) * closed
                 if rng.random() < q:
                     dy.D = 0.0
                     if rng.random() < 0.5 * (dy.ties[0].T + dy.ties[1].T):
@@ -184,11 +194,12 @@ class ReferenceModel(mesa.Model):
         # 3 blame
         for dy in dyads:
             if dy.D > p.differences.blame_level:
-                n = math.floor(dy.D / p.differences.blame_level)
+                n = min(math.floor(dy.D / p.differences.blame_level), 1000)
                 for t in dy.ties:
                     t.T *= (1.0 - p.differences.blame_cost) ** n
-                    t.holder.blames += n / len(t.holder.ties)
+                    t.holder.blames += n * self.weight(t.holder)
                 dy.D = 0.0
+                dy.quarrels = float(n)
                 dy.alliance.blames += n
         # 4 pie
         rs = p.value.revenue_share
@@ -209,21 +220,17 @@ class ReferenceModel(mesa.Model):
                 sv = ck / max(1.0, total) * (1.0 if t.holder.m else rs)
                 t.pv = 2.0 * sv * dy.v
                 al.perceived += sv * flow
-        # 5 patience
-        ending = []
-        impatient = set()
-        if noise:
-            for al in self.active():
-                for side in (0, 1):
-                    level = sum(dy.ties[side].pv for dy in al.dyads) / max(1, len(al.dyads))
-                    h = self.horizon[al.orgs[side]]
-                    al.seen[side] += (level - al.seen[side]) / h
-                    al.short[side] = al.short[side] + 1 if al.seen[side] < p.value.expectation \
-                        else 0
-                    if al.short[side] * 2 > h:
-                        impatient.add((id(al), side))
-                if any(al.short[s] > self.horizon[al.orgs[s]] for s in (0, 1)):
-                    ending.append(al)
+        # 5 patience: dissatisfaction over each side's horizon
+        E = p.value.expectation
+        for al in self.active():
+            n = max(1, len(al.dyads))
+            quarrels = sum(dy.quarrels for dy in al.dyads) / n
+            for side in (0, 1):
+                level = sum(dy.ties[side].pv for dy in al.dyads) / n
+                short = min(1.0, max(0.0, 1.0 - level / E)) if E > 0 else 0.0
+                g = min(1.0, short + p.patience.w_blame * quarrels)
+                al.grievance[side] = g
+                al.unsat[side] += (g - al.unsat[side]) / self.horizon[al.orgs[side]]
         # 6 trust, 7 openness: each person updates her own ties
         t_, o_ = p.trust, p.openness
         for person in self.people:
@@ -235,13 +242,16 @@ class ReferenceModel(mesa.Model):
                      + t_.w_value * (tie.pv - t_.value_ref)
                      - (t_.w_divergence * (dy.d - t_.divergence_ref) + t_.w_tension * dy.D
                         + t_.w_dispute * dy.over) + bias)
-                tie.newT = tie.T + t_.rate * (S(t_.steepness * e) - tie.T)
+                if noise and t_.noise > 0:
+                    e += t_.noise * rng.standard_normal()
+                target = S(t_.steepness * e)
+                rate = t_.rate if target > tie.T else t_.erode_rate
+                tie.newT = tie.T + rate * (target - tie.T)
         for person in self.people:
             for tie in person.ties:
                 tie.T = tie.newT
                 b = o_.bias_abundance if person.m else o_.bias_scarcity
-                if (id(tie.dyad.alliance), tie.side) in impatient:
-                    b += p.patience.close_bias
+                b += p.patience.close_bias * tie.dyad.alliance.unsat[tie.side]
                 tie.O = tie.O + o_.rate * (S(o_.steepness * (tie.T - o_.threshold) + b) - tie.O)
         # 8 summaries
         for al in self.active():
@@ -251,12 +261,22 @@ class ReferenceModel(mesa.Model):
                 al.open = sum(t.O for dy in al.dyads for t in dy.ties) / (2 * n)
                 al.tension = sum(dy.D for dy in al.dyads) / n
                 al.level = sum(dy.v for dy in al.dyads) / n
-        # 9 ending
+        for dy in dyads:  # opportunities are good experiences
+            if dy.opp:
+                for t in dy.ties:
+                    t.holder.opps += self.weight(t.holder)
+        # 9 ending: a hazard from dissatisfaction
+        ending = []
+        if noise:
+            for al in self.active():
+                h = [p.patience.end_rate * u * u * g for u, g in zip(al.unsat, al.grievance)]
+                if rng.random() < 1.0 - (1.0 - h[0]) * (1.0 - h[1]):
+                    ending.append(al)
         for al in ending:
             al.ended = self.step_no
             for dy in al.dyads:
                 for t in dy.ties:
-                    t.holder.ended += 1.0 / len(t.holder.ties)
+                    t.holder.ended += self.weight(t.holder)
         if ending:
             gone = {id(dy) for al in ending for dy in al.dyads}
             for person in self.people:
@@ -268,18 +288,21 @@ class ReferenceModel(mesa.Model):
         new_a = []
         for person in self.people:
             n = len(person.ties)
-            good = sum(1.0 for t in person.ties if t.T > mp.trusted_level) / max(n, 1)
-            wsum = sum(t.T for t in person.ties)
-            peer = sum(t.T * t.partner.a for t in person.ties)
-            pull = peer / wsum - person.a if wsum > 0 else 0.0
-            a = person.a + (mp.learn_rate * good - mp.hurt_rate * person.blames
-                            - mp.betrayal * person.ended
+            w = self.weight(person)
+            good = sum(w for t in person.ties if t.T > mp.trusted_level)
+            pull = sum(t.T * (t.partner.a - person.a) for t in person.ties) / max(n, 1)
+            climb = mp.learn_rate * (good + mp.learn_opportunity * person.opps)
+            fall = min(1.0, mp.hurt_rate * person.blames + mp.betrayal * person.ended)
+            a = person.a + (climb * (1.0 - person.a) - fall * person.a
                             + mp.culture_pull * (self.culture[person.org] - person.a)
                             + mp.peer_pull * pull)
             new_a.append(min(1.0, max(0.0, a)))
         for person, a in zip(self.people, new_a):
             person.a = a
-            person.m = (a >= mp.theta_down) if person.m else (a > mp.theta_up)
+            m = (a >= mp.theta_down) if person.m else (a > mp.theta_up)
+            person.to_scarcity += person.m and not m
+            person.to_abundance += m and not person.m
+            person.m = m
         ipo = p.ecosystem.individuals_per_organization
         for o in range(len(self.culture)):
             mean_a = sum(self.people[o * ipo + j].a for j in range(ipo)) / ipo
@@ -317,6 +340,7 @@ class ReferenceModel(mesa.Model):
                 trust_sum[o] += al.trust
                 trust_cnt[o] += 1
         rep = [trust_sum[o] / trust_cnt[o] if trust_cnt[o] else 0.5 for o in range(n)]
+        pairs = []
         for _ in range(k):
             a = int(rng.integers(n))
             partners = set(self.graph.neighbors(a)) | {a}
@@ -335,8 +359,11 @@ class ReferenceModel(mesa.Model):
                 cum = np.cumsum([rep[o] + 0.05 for o in free])
                 b = free[min(int(np.searchsorted(cum, rng.random() * cum[-1], side="right")),
                              len(free) - 1)]
-            active.append(self._add_alliance((min(a, b), max(a, b)), self.step_no))
+            pairs.append((min(a, b), max(a, b)))
             self.graph.add_edge(a, b)
+        t0, o0 = first_impressions(p, len(pairs), rng)
+        for pair, t, o in zip(pairs, t0, o0):
+            self._add_alliance(pair, self.step_no, float(t), float(o))
 
     # --- comparison -----------------------------------------------------------------------
     def arrays(self) -> dict[str, np.ndarray]:
@@ -356,6 +383,9 @@ class ReferenceModel(mesa.Model):
             "al_value": np.array([al.value for al in self.alliances]),
             "al_perceived": np.array([al.perceived for al in self.alliances]),
             "al_regime": np.array([al.regime for al in self.alliances], np.int8),
+            "al_unsat": np.array([al.unsat for al in self.alliances]).reshape(-1, 2),
+            "ind_to_scarcity": np.array([pp.to_scarcity for pp in self.people]),
+            "ind_to_abundance": np.array([pp.to_abundance for pp in self.people]),
         }
 
     def summary(self) -> dict[str, float]:
@@ -373,4 +403,5 @@ def state_arrays(s: State) -> dict[str, np.ndarray]:
     """The kernel's state in the same form as ReferenceModel.arrays()."""
     return {k: getattr(s, k) for k in ("T", "O", "D", "v", "p", "a", "m", "culture",
                                        "al_trust", "al_open", "al_value", "al_perceived",
-                                       "al_regime")}
+                                       "al_regime", "al_unsat", "ind_to_scarcity",
+                                       "ind_to_abundance")}

@@ -63,7 +63,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "name": Key("str", "scenario", "short name; the default output folder is runs/<name>-<seed>"),
         "description": Key("str", "", "what this scenario shows"),
         "steps": _i(300, "number of steps to run"),
-        "seed": Key("int", 1, "random seed: same scenario and seed give identical results"),
+        "seed": Key("int", 1, "random seed: same scenario and seed give identical results",
+                    0, 2**63 - 1),
     },
     "ecosystem": {
         "organizations": _i(60, "number of organizations (nodes)", lo=2, hi=200_000),
@@ -76,25 +77,30 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "perspective_dims": _i(3, "number of topics a perspective covers (K)", hi=32),
     },
     "mindset": {
-        "abundance_share": _f(0.7, "share of organizations whose culture starts in abundance"),
+        "abundance_share": _f(0.5, "share of organizations whose culture starts in abundance"),
         "abundance_level": _f(0.8, "starting culture (latent abundance) of abundance organizations"),
         "scarcity_level": _f(0.2, "starting culture of scarcity organizations"),
         "spread": _f(0.05, "standard deviation of people's latent abundance around their culture",
                      0.0, 0.5),
-        "theta_down": _f(0.35, "latent abundance below which an abundance holder flips to scarcity"),
+        "theta_down": _f(0.5, "latent abundance below which an abundance holder flips to scarcity"),
         "theta_up": _f(0.65, "latent abundance above which a scarcity holder flips back"),
-        "learn_rate": _f(0.005, "rise of latent abundance per step for a fully trusted network"),
-        "hurt_rate": _f(0.15, "fall of latent abundance per blame, as a share of own ties"),
-        "betrayal": _f(0.2, "fall of latent abundance per ended tie, as a share of own ties"),
+        "learn_rate": _f(0.006, "climb of latent abundance per step with all ties trusted, "
+                                "times (1 - a)"),
+        "hurt_rate": _f(0.6, "fall of latent abundance per quarrel on all ties, times a"),
+        "betrayal": _f(1.0, "fall of latent abundance when all own ties end, times a"),
         "trusted_level": _f(0.7, "trust above which a tie counts as a good experience"),
-        "culture_pull": _f(0.02, "pull of a person's latent abundance toward the culture"),
-        "peer_pull": _f(0.005, "pull toward partners' latent abundance, weighted by trust"),
-        "culture_follow": _f(0.002, "rate at which the culture follows its people"),
+        "culture_pull": _f(0.005, "pull of a person's latent abundance toward the culture"),
+        "peer_pull": _f(0.01, "contagion: pull toward partners' latent abundance, times trust"),
+        "culture_follow": _f(0.01, "rate at which the culture follows its people"),
+        "learn_opportunity": _f(1.0, "weight of an opportunity found together in learning, "
+                                     "relative to a trusted tie", 0.0, 100.0),
     },
     "initial": {
         "trust": _f(0.5, "starting trust on every tie"),
         "openness": _f(0.5, "starting openness on every tie"),
         "divergence": _f(0.3, "spread of starting perspectives (0 = everyone sees alike)"),
+        "spread": _f(0.2, "standard deviation of an alliance's first impression, shifting its "
+                          "starting trust and openness together", 0.0, 1.0),
     },
     "negotiation": {
         "clarity": Key("bool", False, "shared definitions: alliances start with equal perspectives"),
@@ -113,14 +119,19 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "size": _f(0.3, "zeta: mean size of one difference", 0.0, 100.0),
         "confront_abundance": _f(0.6, "chance an abundance holder confronts a difference"),
         "confront_scarcity": _f(0.1, "chance a scarcity holder confronts a difference"),
+        "open_talk": _f(0.6, "chance anyone raises a difference because talk is fully open "
+                             "(times the mutual exchange x)"),
         "blame_level": _f(1.5, "tension at which avoided differences blow up into blame",
                           0.0, 100.0, lo_open=True),
-        "blame_cost": _f(0.4, "fraction of trust lost both ways in a blame"),
+        "blame_cost": _f(0.5, "fraction of trust lost both ways in a blame"),
         "opportunity_trust": _f(0.05, "trust gained both ways when a difference becomes an "
                                       "opportunity"),
     },
     "trust": {
-        "rate": _f(0.15, "beta: speed of trust toward its target"),
+        "rate": _f(0.10, "beta: speed of trust toward a higher target (building)"),
+        "erode_rate": _f(0.30, "speed of trust toward a lower target (eroding)"),
+        "noise": _f(0.3, "standard deviation of the noise in each step's evidence (signals "
+                         "of the partner read imperfectly)", 0.0, 10.0),
         "steepness": _f(8.0, "k_T: steepness of the trust response", 0.0, 100.0),
         "w_openness": _f(1.0, "weight of the partner's openness", 0.0, 10.0),
         "openness_ref": _f(0.5, "partner openness that is neutral for trust"),
@@ -130,8 +141,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "divergence_ref": _f(0.1, "divergence that is neutral for trust"),
         "w_tension": _f(0.3, "weight of unresolved tension", 0.0, 10.0),
         "w_dispute": _f(0.5, "weight of claims over the whole pie", 0.0, 10.0),
-        "bias_abundance": _f(0.3, "trust bias of an abundance holder (-theta_T)", -5.0, 5.0),
-        "bias_scarcity": _f(-0.3, "trust bias of a scarcity holder (demands more evidence)",
+        "bias_abundance": _f(0.2, "trust bias of an abundance holder (-theta_T)", -5.0, 5.0),
+        "bias_scarcity": _f(0.0, "trust bias of a scarcity holder (demands more evidence)",
                             -5.0, 5.0),
     },
     "openness": {
@@ -139,7 +150,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "steepness": _f(8.0, "k_O: steepness of the openness response", 0.0, 100.0),
         "threshold": _f(0.5, "theta_O: trust at which openness is neutral"),
         "bias_abundance": _f(1.2, "openness bias b of an abundance holder", -20.0, 20.0),
-        "bias_scarcity": _f(-1.2, "openness bias b of a scarcity holder", -20.0, 20.0),
+        "bias_scarcity": _f(-0.2, "openness bias b of a scarcity holder", -20.0, 20.0),
     },
     "value": {
         "exchange": _f(0.1, "value created per step by full mutual exchange", 0.0, 10.0),
@@ -150,16 +161,24 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "expectation": _f(0.3, "perceived value level an organization expects", 0.0, 10.0),
     },
     "patience": {
-        "horizon": _i(60, "steps an organization waits below expectation before ending", hi=10**6),
-        "close_bias": _f(-1.0, "openness bias of a side past half its horizon (strategy change)",
+        "horizon": _i(24, "steps over which an organization judges an alliance (its patience)",
+                      hi=10**6),
+        "close_bias": _f(-1.0, "openness bias of a fully dissatisfied side (it changes strategy)",
                          -20.0, 0.0),
+        "end_rate": _f(0.15, "chance per step that a fully dissatisfied side ends the alliance"),
+        "w_blame": _f(1.0, "dissatisfaction signal of one quarrel per dyad (vs a full "
+                           "shortfall of value)", 0.0, 100.0),
     },
     "noise": {
         "enabled": Key("bool", True, "false: no random draw after set-up (deterministic map)"),
     },
     "formation": {
-        "rate": _f(0.2, "expected new alliances per step", 0.0, 1000.0),
+        "rate": _f(0.4, "expected new alliances per step", 0.0, 1000.0),
         "closure": _f(0.7, "chance a new partner is a trusted partner's partner"),
+    },
+    "outputs": {
+        "failure_age": _i(120, "alliance age (steps) at which failure_rate_km is read off the "
+                               "Kaplan-Meier curve", hi=10**6),
     },
     "regimes": {
         "window": _i(20, "steps of recent trajectory the regime rule looks at", hi=10_000),
@@ -318,7 +337,7 @@ def validate(raw: dict[str, Any], source: str) -> dict[str, Any]:
             continue
         if key in SCHEMA[""]:
             out[key] = _check_value(source, key, SCHEMA[""][key], value)
-        elif key in SCHEMA:
+        elif key and key in SCHEMA:
             if not isinstance(value, dict):
                 raise ScenarioError(source, key, f"expected a table [{key}], got {value!r}")
             for k, v in value.items():
@@ -331,9 +350,9 @@ def validate(raw: dict[str, Any], source: str) -> dict[str, Any]:
             options = [k for k in SCHEMA if k] + list(SCHEMA[""]) + list(TOP_LEVEL_EXTRA)
             raise ScenarioError(source, key, "unknown key" + _suggest(key, options))
     m = out["mindset"]
-    if m["theta_down"] >= m["theta_up"]:
+    if m["theta_down"] > m["theta_up"]:  # equal: no individual hysteresis at all
         raise ScenarioError(source, "mindset.theta_up",
-                            f"expected a number > mindset.theta_down ({m['theta_down']:g}), "
+                            f"expected a number >= mindset.theta_down ({m['theta_down']:g}), "
                             f"got {m['theta_up']!r}")
     r = out["regimes"]
     if r["out_level"] >= r["in_level"]:

@@ -54,14 +54,17 @@ class State:
     a: np.ndarray  # (n_ind,) latent abundance
     m: np.ndarray  # (n_ind,) bool expressed mindset: True = abundance
     p: np.ndarray  # (n_ind, K) perspective
+    ind_to_scarcity: np.ndarray  # (n_ind,) flips to scarcity so far
+    ind_to_abundance: np.ndarray  # (n_ind,) flips back to abundance so far
     # alliances (every alliance ever formed)
     al_org: np.ndarray  # (n_al, 2) organizations on side 0 and side 1
     al_formed: np.ndarray  # (n_al,) step formed (0 = at set-up)
     al_ended: np.ndarray  # (n_al,) step ended, -1 while active
     al_value: np.ndarray  # (n_al, 5) cumulative value created, by kind
     al_perceived: np.ndarray  # (n_al,) cumulative value perceived by both sides
-    al_short: np.ndarray  # (n_al, 2) consecutive steps each side perceived too little
-    al_seen: np.ndarray  # (n_al, 2) perceived value averaged over each side's horizon
+    al_unsat: np.ndarray  # (n_al, 2) each side's dissatisfaction u in [0, 1]
+    al_grievance: np.ndarray  # (n_al, 2) each side's grievance g this step, in [0, 1]
+    al_mindset: np.ndarray  # (n_al, 2) bool: side's organization in abundance at formation
     al_trust: np.ndarray  # (n_al,) mean trust over its ties (final for ended ones)
     al_open: np.ndarray  # (n_al,) mean openness
     al_tension: np.ndarray  # (n_al,) mean tension
@@ -148,8 +151,9 @@ def empty_alliances(n: int, window: int) -> dict[str, np.ndarray]:
     return dict(
         al_org=np.zeros((n, 2), np.int64), al_formed=np.zeros(n, np.int64),
         al_ended=np.full(n, -1, np.int64), al_value=np.zeros((n, len(VALUE_KINDS)), FLOAT),
-        al_perceived=np.zeros(n, FLOAT), al_short=np.zeros((n, 2), np.int64),
-        al_seen=np.zeros((n, 2), FLOAT),
+        al_perceived=np.zeros(n, FLOAT), al_unsat=np.zeros((n, 2), FLOAT),
+        al_grievance=np.zeros((n, 2), FLOAT),
+        al_mindset=np.zeros((n, 2), bool),
         al_trust=np.zeros(n, FLOAT), al_open=np.zeros(n, FLOAT), al_tension=np.zeros(n, FLOAT),
         al_level=np.zeros(n, FLOAT), al_hist=np.zeros((n, window + 1), FLOAT),
         al_regime=np.zeros(n, np.int8), al_blames=np.zeros(n, np.int64),
@@ -161,6 +165,74 @@ def initial_trust(p) -> float:
     if p.negotiation.trust_building:
         t = min(1.0, t + p.negotiation.trust_boost)
     return t
+
+
+def org_abundance(s_m: np.ndarray, org: np.ndarray, n_org: int) -> np.ndarray:
+    """Per organization: True when most of its people are in abundance (ties count as such)."""
+    cnt = np.maximum(np.bincount(org, minlength=n_org), 1)
+    return np.bincount(org, s_m.astype(float), n_org) / cnt >= 0.5
+
+
+def resting_value(p, openness: float) -> float:
+    """The value level v at rest for mutual exchange x = openness^2: the fixed point of
+    v <- memory v + exchange x. New ties start there, so the first steps carry no artifact."""
+    return p.value.exchange * openness * openness / (1.0 - p.value.memory)
+
+
+def first_impressions(p, k: int, rng) -> tuple[np.ndarray, np.ndarray]:
+    """Starting trust and openness of k new alliances: the initial values shifted, per
+    alliance, by one first impression z ~ N(0, 1) times `initial.spread` (clipped to [0, 1]);
+    exactly the initial values when the spread is 0 or there is no rng (noise off)."""
+    t0, o0 = initial_trust(p), p.initial.openness
+    if p.initial.spread <= 0 or rng is None or k == 0:
+        return np.full(k, t0, FLOAT), np.full(k, o0, FLOAT)
+    z = p.initial.spread * rng.standard_normal(k)
+    return np.clip(t0 + z, 0.0, 1.0), np.clip(o0 + z, 0.0, 1.0)
+
+
+def new_alliances(s, p, pairs: np.ndarray, rng=None):
+    """Arrays for new alliances between `pairs` of organizations, started exactly as at set-up:
+    trust and openness at their first impressions, tension 0, value level at rest for that
+    openness, no dissatisfaction, the pair's mindsets recorded. s supplies step, people's
+    mindsets and the regime window. Returns (alliance arrays, d_al, d_ind, tie arrays)."""
+    k = len(pairs)
+    al = empty_alliances(k, s.al_hist.shape[1] - 1)
+    al["al_org"][:] = pairs
+    al["al_formed"][:] = s.step
+    t0, o0 = first_impressions(p, k, rng)
+    al["al_trust"][:], al["al_open"][:] = t0, o0
+    al["al_level"][:] = resting_value(p, o0)
+    al["al_hist"][:] = ((t0 + o0) / 2)[:, None]
+    al["al_mindset"][:] = org_abundance(s.m, s.org, s.n_org)[pairs]
+    d_al, d_ind = dyads_for(pairs, p.ecosystem.individuals_per_organization)
+    ties = dict(T=np.stack([t0[d_al], t0[d_al]]), O=np.stack([o0[d_al], o0[d_al]]),
+                D=np.zeros(len(d_al), FLOAT), v=resting_value(p, o0)[d_al])
+    return al, d_al, d_ind, ties
+
+
+def empty_state(p, culture, abundant, org, a, m, persp, horizon=None) -> State:
+    """A state with people and organizations but no alliance yet."""
+    n_ind = len(org)
+    return State(
+        culture=np.asarray(culture, FLOAT), abundant_start=np.asarray(abundant, bool),
+        horizon=(np.full(len(culture), p.patience.horizon, np.int64) if horizon is None
+                 else np.asarray(horizon, np.int64)),
+        org=np.asarray(org, np.int64), a=np.asarray(a, FLOAT), m=np.asarray(m, bool),
+        p=np.asarray(persp, FLOAT), ind_to_scarcity=np.zeros(n_ind, np.int64),
+        ind_to_abundance=np.zeros(n_ind, np.int64), **empty_alliances(0, p.regimes.window),
+        d_al=np.zeros(0, INDEX), d_ind=np.zeros((2, 0), INDEX), T=np.zeros((2, 0), FLOAT),
+        O=np.zeros((2, 0), FLOAT), D=np.zeros(0, FLOAT), v=np.zeros(0, FLOAT))
+
+
+def add_initial_alliances(s: State, p, pairs: np.ndarray, rng=None) -> None:
+    """Set-up's alliances into an empty state (the same start as alliances formed later)."""
+    al, d_al, d_ind, ties = new_alliances(s, p, pairs, rng)
+    for name, arr in al.items():
+        setattr(s, name, arr)
+    s.d_al, s.d_ind = d_al, d_ind
+    for name, arr in ties.items():
+        setattr(s, name, arr)
+    s.changed_ties()
 
 
 def build(p, rng: np.random.Generator) -> tuple[State, nx.Graph]:
@@ -182,18 +254,6 @@ def build(p, rng: np.random.Generator) -> tuple[State, nx.Graph]:
     persp = (0.5 + p.initial.divergence * (u - 0.5)).astype(FLOAT)
 
     edges = np.array(sorted((min(e), max(e)) for e in graph.edges()), dtype=np.int64)
-    edges = edges.reshape(-1, 2)
-    al = empty_alliances(len(edges), p.regimes.window)
-    al["al_org"][:] = edges
-    d_al, d_ind = dyads_for(edges, ipo)
-    nd = len(d_al)
-    t0, o0 = initial_trust(p), p.initial.openness
-    al["al_trust"][:], al["al_open"][:] = t0, o0
-    al["al_hist"][:] = (t0 + o0) / 2
-    al["al_seen"][:] = p.value.expectation  # judged from the start as neither short nor good
-    state = State(
-        culture=culture, horizon=np.full(n, p.patience.horizon, np.int64),
-        abundant_start=abundant, org=org, a=a, m=m, p=persp, **al,
-        d_al=d_al, d_ind=d_ind, T=np.full((2, nd), t0, FLOAT), O=np.full((2, nd), o0, FLOAT),
-        D=np.zeros(nd, FLOAT), v=np.zeros(nd, FLOAT))
+    state = empty_state(p, culture, abundant, org, a, m, persp)
+    add_initial_alliances(state, p, edges.reshape(-1, 2), rng)
     return state, graph

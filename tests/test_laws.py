@@ -16,7 +16,7 @@ from .conftest import SCENARIOS, run
 
 
 # L1 -----------------------------------------------------------------------------------------
-@pytest.mark.parametrize("low, high", [(0.1, 0.9), (0.3, 0.6), (0.2, 0.75)])
+@pytest.mark.parametrize("low, high", [(0.1, 0.9), (0.25, 0.6), (0.2, 0.75)])
 def test_L1_dyad_high_start_spirals_in_low_start_spirals_out(low, high):
     sc = SCENARIOS / "dyad.toml"
     hi = AllianceModel(load(sc, [f"initial.trust={high}", f"initial.openness={high}"]))
@@ -31,21 +31,22 @@ def test_L1_dyad_high_start_spirals_in_low_start_spirals_out(low, high):
 @pytest.mark.parametrize("seed", [1, 2, 3])
 @pytest.mark.parametrize("graph", ["powerlaw_cluster", "erdos_renyi"])
 def test_L1_mixed_alliances_bistable_in_ecosystem_with_noise_off(seed, graph):
-    """Same parameters everywhere, noise off. Mixed (abundance-scarcity) alliances are bistable:
-    high starts go in, low starts go out. At the default biases the pure pairs sit past the
-    saddle-node bifurcations: abundance pairs only go in, scarcity pairs only go out."""
+    """Same parameters everywhere, noise off. Mixed (abundance-scarcity) and scarcity pairs
+    are bistable: high starts go in, low starts go out. At the default biases an abundance
+    pair sits past the saddle-node bifurcation and only goes in (it fails through noise and
+    through its people changing their minds, never deterministically)."""
     base = {"mindset.abundance_share": 0.5, "noise.enabled": False, "ecosystem.graph": graph,
-            "steps": 200, "initial.divergence": 0.1}
+            "steps": 200, "initial.divergence": 0.1, "initial.spread": 0.0}
     hi = run({**base, "initial.trust": 0.9, "initial.openness": 0.9}, seed=seed)
     lo = run({**base, "initial.trust": 0.1, "initial.openness": 0.1}, seed=seed)
-    ab = hi.state.abundant_start[hi.state.al_org].sum(axis=1)  # 0, 1 or 2 abundance sides
-    assert np.array_equal(ab, lo.state.abundant_start[lo.state.al_org].sum(axis=1))
+    ab = hi.state.al_mindset.sum(axis=1)  # 0, 1 or 2 abundance sides at formation
+    assert np.array_equal(ab, lo.state.al_mindset.sum(axis=1))
     mixed, pure_ab, pure_sc = ab == 1, ab == 2, ab == 0
-    assert mixed.sum() >= 10
-    assert np.mean(hi.state.al_regime[mixed] == 1) >= 0.9
-    assert np.mean(lo.state.al_regime[mixed] == -1) >= 0.9
+    assert mixed.sum() >= 10 and pure_sc.sum() >= 5
+    for sel in (mixed, pure_sc):
+        assert np.mean(hi.state.al_regime[sel] == 1) >= 0.9
+        assert np.mean(lo.state.al_regime[sel] == -1) >= 0.9
     assert np.all(hi.state.al_regime[pure_ab] == 1) and np.all(lo.state.al_regime[pure_ab] == 1)
-    assert np.all(hi.state.al_regime[pure_sc] == -1) and np.all(lo.state.al_regime[pure_sc] == -1)
 
 
 def test_L1_basin_has_two_attractors_and_a_separatrix():
@@ -98,7 +99,10 @@ def integrate_dyad(p, a, m, p0, p1, culture, T, O, steps):
     way, noise off (docs/model.md, section Details). Side 0 is person 0."""
     T, O, a, m, culture = list(T), list(O), list(a), list(m), list(culture)
     p0, p1 = list(p0), list(p1)
-    v = 0.0
+    v = p.value.exchange * O[0] * O[1] / (1 - p.value.memory)  # the value level at rest
+    u = [0.0, 0.0]  # dissatisfaction
+    H = p.patience.horizon
+    usual = max(1.0, p.ecosystem.mean_degree * p.ecosystem.individuals_per_organization)
     mu = p.talk.rate
     hist = []
     for _ in range(steps):
@@ -108,7 +112,7 @@ def integrate_dyad(p, a, m, p0, p1, culture, T, O, steps):
         n1 = [b_ + mu * O[0] * (a_ - b_) for a_, b_ in zip(p0, p1)]
         p0 = [min(1, max(0, z)) for z in n0]
         p1 = [min(1, max(0, z)) for z in n1]
-        d = sum(abs(u - w) for u, w in zip(p0, p1)) / len(p0)
+        d = sum(abs(u_ - w) for u_, w in zip(p0, p1)) / len(p0)
         # pie
         v = p.value.memory * v + p.value.exchange * x
         c = [0.5 if m[s] else p.value.claim_scarcity for s in (0, 1)]
@@ -117,27 +121,33 @@ def integrate_dyad(p, a, m, p0, p1, culture, T, O, steps):
         view = [1.0 if m[s] else p.value.revenue_share for s in (0, 1)]
         pv = [2 * share[s] * view[s] * v for s in (0, 1)]
         over = max(0.0, tot - 1.0)
-        # trust from last step's openness, then openness from the new trust
+        # patience: dissatisfaction over the horizon (no quarrels with noise off)
+        E = p.value.expectation
+        u = [u[s] + (min(1.0, max(0.0, 1 - pv[s] / E)) - u[s]) / H for s in (0, 1)]
+        # trust from last step's openness (built slowly, eroded fast), then openness
         t = p.trust
         newT = []
         for s in (0, 1):
             bias = t.bias_abundance if m[s] else t.bias_scarcity
             ev = (t.w_openness * (O[1 - s] - t.openness_ref) + t.w_value * (pv[s] - t.value_ref)
                   - t.w_divergence * (d - t.divergence_ref) - t.w_dispute * over + bias)
-            newT.append(T[s] + t.rate * (S(t.steepness * ev) - T[s]))
+            target = S(t.steepness * ev)
+            rate = t.rate if target > T[s] else t.erode_rate
+            newT.append(T[s] + rate * (target - T[s]))
         T = newT
         o = p.openness
         O = [O[s] + o.rate * (S(o.steepness * (T[s] - o.threshold)
-                                 + (o.bias_abundance if m[s] else o.bias_scarcity)) - O[s])
+                                 + (o.bias_abundance if m[s] else o.bias_scarcity)
+                                 + p.patience.close_bias * u[s]) - O[s])
              for s in (0, 1)]
-        # mindset
+        # mindset: one tie, trusted or not; no blame or ending with noise off
         mp = p.mindset
         new_a = []
         for s in (0, 1):
-            good = 1.0 if T[s] > mp.trusted_level else 0.0
-            peer = a[1 - s] - a[s] if T[s] > 0 else 0.0
-            z = a[s] + (mp.learn_rate * good + mp.culture_pull * (culture[s] - a[s])
-                        + mp.peer_pull * peer)
+            good = (1.0 if T[s] > mp.trusted_level else 0.0) / usual
+            peer = T[s] * (a[1 - s] - a[s])
+            z = a[s] + (mp.learn_rate * good * (1 - a[s])
+                        + mp.culture_pull * (culture[s] - a[s]) + mp.peer_pull * peer)
             new_a.append(min(1.0, max(0.0, z)))
         a = new_a
         m = [(a[s] >= mp.theta_down) if m[s] else (a[s] > mp.theta_up) for s in (0, 1)]
@@ -163,7 +173,8 @@ def test_L7_two_org_run_equals_independent_integration(start):
 
 
 def dyad_fixed_point_residual(p, m):
-    """F(T0, T1, O0, O1) = target - value at rest (d = 0, v = exchange * x / (1 - memory))."""
+    """F(T0, T1, O0, O1) = target - value at rest (d = 0, v = exchange * x / (1 - memory),
+    dissatisfaction at its shortfall)."""
     t, o = p.trust, p.openness
 
     def F(z):
@@ -171,16 +182,17 @@ def dyad_fixed_point_residual(p, m):
         v = p.value.exchange * O[0] * O[1] / (1 - p.value.memory)
         c = [0.5 if m[s] else p.value.claim_scarcity for s in (0, 1)]
         over = max(0.0, c[0] + c[1] - 1)
-        out = []
+        out, u = [], []
         for s in (0, 1):
             share = c[s] / max(1.0, c[0] + c[1])
             pv = 2 * share * (1.0 if m[s] else p.value.revenue_share) * v
+            u.append(min(1.0, max(0.0, 1 - pv / p.value.expectation)))
             ev = (t.w_openness * (O[1 - s] - t.openness_ref) + t.w_value * (pv - t.value_ref)
                   + t.w_divergence * t.divergence_ref - t.w_dispute * over
                   + (t.bias_abundance if m[s] else t.bias_scarcity))
             out.append(S(t.steepness * ev) - T[s])
         for s in (0, 1):
-            b = o.bias_abundance if m[s] else o.bias_scarcity
+            b = (o.bias_abundance if m[s] else o.bias_scarcity) + p.patience.close_bias * u[s]
             out.append(S(o.steepness * (T[s] - o.threshold) + b) - O[s])
         return out
     return F

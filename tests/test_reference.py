@@ -31,9 +31,9 @@ def test_kernel_equals_reference_with_noise_off(over):
                     for dy in al.dyads:
                         k = [ref.p.differences.confront_abundance if x.holder.m
                              else ref.p.differences.confront_scarcity for x in dy.ties]
-                        f = 0.5 + 0.5 * dy.ties[0].O * dy.ties[1].O
-                        q = 1.0 - (1.0 - k[0] * f) * (1.0 - k[1] * f)
-                        dy.D += item["dose"] * (1 - q)
+                        closed = 1.0 - ref.p.differences.open_talk * dy.ties[0].O * dy.ties[1].O
+                        q = 1.0 - (1.0 - k[0]) * closed * (1.0 - k[1]) * closed
+                        dy.D = (1 - q) * (dy.D + item["dose"])
         kern.step()
         ref.step()
     got, want = state_arrays(kern.state), ref.arrays()

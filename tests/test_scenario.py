@@ -87,7 +87,7 @@ def test_every_key_in_every_scenario_is_commented():
     ('[[interventions]]\nstep = 5\nkind = "shock"\nfoo = 1\n',
      "interventions[0].foo: unknown key"),
     ('[mindset]\ntheta_down = 0.7\ntheta_up = 0.6\n',
-     "mindset.theta_up: expected a number > mindset.theta_down (0.7), got 0.6"),
+     "mindset.theta_up: expected a number >= mindset.theta_down (0.7), got 0.6"),
 ])
 def test_bad_scenario_one_line_exit_2_no_output(tmp_path, capsys, text, expected):
     f = write(tmp_path, text)

@@ -28,12 +28,20 @@ def mean(models, key):
 
 @pytest.mark.slow
 def test_joint_venture_principles_spiral_in_positions_spiral_out():
-    good = runs("joint_venture")
-    bad = runs("joint_venture_positions")
-    assert sum(m.summary()["share_spiral_in"] == 1.0 for m in good) >= 7
-    assert mean(good, "mean_trust") > 0.6
-    assert sum(m.summary()["share_spiral_out"] == 1.0 for m in bad) >= 9
-    assert mean(bad, "mean_trust") < 0.2
+    """The principles tilt the odds a lot; the spiral still decides each run."""
+    seeds = range(1, 21)
+    good = runs("joint_venture", seeds)
+    bad = runs("joint_venture_positions", seeds)
+    assert sum(m.summary()["share_spiral_in"] == 1.0 for m in good) >= 13
+    assert sum(m.summary()["share_spiral_out"] == 1.0 for m in bad) >= 8
+    assert mean(good, "mean_trust") > 0.7
+    assert mean(good, "mean_trust") - mean(bad, "mean_trust") > 0.25
+
+
+def scarcity_side_in_abundance(m) -> bool:
+    """Every person of the company that started with a scarcity culture is now in abundance."""
+    s = m.state
+    return bool(s.m[~s.abundant_start[s.org]].all())
 
 
 @pytest.mark.slow
@@ -41,25 +49,49 @@ def test_turnaround_six_steps_beat_leaving_it_alone():
     turned = runs("turnaround", range(1, 7))
     alone = runs("turnaround_left_alone", range(1, 7))
     assert all(m.summary()["mean_trust"] > 0.6 for m in turned)
-    assert all(m.summary()["mean_trust"] < 0.3 for m in alone)
+    assert all(scarcity_side_in_abundance(m) for m in turned)
+    assert sum(m.summary()["mean_trust"] < 0.3 for m in alone) >= 5
     # before the six steps the two runs are the same run
     for a, b in zip(turned, alone):
         ta, tb = a.timeseries()["mean_trust"], b.timeseries()["mean_trust"]
-        assert np.array_equal(ta[:39], tb[:39])
-        assert ta.iloc[38] < 0.3  # it had spiraled out
+        assert np.array_equal(ta[:19], tb[:19])
+        assert ta.iloc[18] < 0.3  # it had spiraled out
+
+
+@pytest.mark.slow
+def test_relational_steps_alone_turn_it_around_by_changing_minds():
+    """Issue 12 point 4: share_perspectives, neutralize and find_opportunity, repeated (no
+    coach_mindset, no set_patience) turn the spiraled-out mixed alliance around in at least 4
+    of 5 seeds, and its scarcity holders end in abundance; left alone it stays out in 4 of 5."""
+    kinds = {i["kind"] for i in load(SCENARIOS / "relational_turnaround.toml")
+             .values["interventions"]}
+    assert kinds == {"share_perspectives", "neutralize", "find_opportunity"}
+    seeds = range(11, 16)  # not the seeds the scenario was written with
+    turned = runs("relational_turnaround", seeds)
+    alone = runs("turnaround_left_alone", seeds)
+    for m in turned + alone:
+        assert m.state.n_al == 1
+        assert m.state.al_mindset[0].sum() == 1  # a mixed pair at formation
+        assert m.state.horizon.min() == 240  # the horizon nobody changed
+    ok = [m.state.al_regime[0] == 1 and scarcity_side_in_abundance(m) for m in turned]
+    assert sum(ok) >= 4, ok
+    assert sum(m.state.al_regime[0] == -1 for m in alone) >= 4
+    # the minds changed through experience: before the first step they were all in scarcity
+    for m in turned:
+        assert m.timeseries()["share_abundance_mindset"].iloc[18] == 0.5
 
 
 @pytest.mark.slow
 def test_scarcity_trap_falls_fast_recovers_slowly():
     for m in runs("scarcity_trap", range(1, 5)):
-        ts = m.timeseries()["mean_trust"].to_numpy()
-        before = ts[98]  # step 99, the last step before the crisis
-        assert before > 0.8
-        assert ts[118] < 0.5 * before  # fast: more than half lost within 20 steps
-        assert ts[298] < 0.5 * before  # slow: 200 steps later still below half
-        ab = m.timeseries()["share_abundance_mindset"].to_numpy()
-        assert ab[118] < 0.2 < ab[98]  # most people fell into scarcity at once
-        assert ab[-1] > ab[298]  # and are climbing back, slowly
+        ts = m.timeseries()
+        ab = ts["share_abundance_mindset"].to_numpy()  # row k is step k + 1
+        assert ab[98] > 0.9  # step 99, the last step before the crisis
+        assert ab[99] < 0.05  # fast: the whole industry falls into fear at once
+        assert ab[198] < 0.1  # slow: 100 steps later hardly anyone has climbed back
+        assert ab[-1] > max(ab[298], 0.7)  # but they do climb back, carried by trusted ties
+        trust = ts["mean_trust_active"].to_numpy()
+        assert trust[118] < trust[98] - 0.08  # blame and closing up cost trust at once
 
 
 @pytest.mark.slow
