@@ -295,7 +295,8 @@ def _story_card(v, sess, guard, predict, playing):
         solara.HTML(tag="div", unsafe_innerHTML=(
             f"<b>{_esc(st['title'])}</b> · chapter {st['n']} of {st['of']}: "
             f"{_esc(st['chapter'])}"), classes=["spiral-h"])
-        solara.HTML(tag="div", unsafe_innerHTML=_esc(st["idea"]), classes=["spiral-caption"])
+        solara.HTML(tag="div", unsafe_innerHTML=_esc(f"{st['blurb']} {st['idea']}".strip()),
+                    classes=["spiral-caption"])
         if not st["revealed"]:
             solara.HTML(tag="div", unsafe_innerHTML=f"<b>Predict:</b> {_esc(st['question'])}",
                         classes=["spiral-question"])
@@ -342,8 +343,15 @@ def _monitors(v):
                  ("tension", f"{m['tension']:.2f}"), ("value", f"{m['value']:.2f}")]
         html = "".join(f"<div>{k} <b>{val}</b></div>" for k, val in cells)
         for o, mind, k in ((o0, m["mindset_a"], 0), (o1, m["mindset_b"], 1)):
-            html += (f"<div class='full'>company {o}: <b>{_esc(mind)}</b> · patience left "
-                     f"<b>{m['patience_left'][k]}</b> of {m['horizon'][k]} steps</div>")
+            if m.get("unsat") is not None:
+                pat = (f"fed up <b>{m['unsat'][k]:.0%}</b> · patience {m['horizon'][k]} "
+                       f"steps")
+            elif m.get("patience_left") is not None:
+                pat = (f"patience left <b>{m['patience_left'][k]}</b> of {m['horizon'][k]} "
+                       f"steps")
+            else:
+                pat = f"patience {m['horizon'][k]} steps"
+            html += f"<div class='full'>company {o}: <b>{_esc(mind)}</b> · {pat}</div>"
         status = f"ended at step {m['ended_at']}" if m["ended"] else m["regime"]
         html += f"<div class='full'>status <b>{_esc(status)}</b> · age {m['age']} steps</div>"
         solara.HTML(tag="div", unsafe_innerHTML=html, classes=["spiral-montable"])

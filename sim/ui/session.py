@@ -66,7 +66,7 @@ SIX_STEPS = (
     Action("5 Mindful of the spiral", "coach_mindset", 0.6, "5",
            "people's latent 'trust & we' rises; a mind may flip"),
     Action("6 Be patient", "set_patience", 200, "6",
-           "the companies' patience horizon becomes 200 steps"),
+           "the companies' patience horizon doubles (to at least 200 steps)"),
 )
 SHOCK = Action("Shock", "shock", 3.0, "S", "a crisis: a large difference hits every tie")
 ACTIONS = {a.label: a for a in (*SIX_STEPS, SHOCK)}
@@ -136,6 +136,8 @@ class Session:
         self.revealed = False
         self.pending = 0  # steps still to run for the current chapter's reveal
         self._before: dict | None = None
+        self._after_action: dict | None = None
+        self._peak = 0.0
         if not self.reset():
             raise ScenarioError(self.scenario, "", self.error or "could not build the model")
 
@@ -238,6 +240,12 @@ class Session:
                 self._narrate(m.last_events)
                 if self.pending:
                     self.pending -= 1
+                    ch = STORIES[self.story].chapters[self.chapter] if self.story else None
+                    if self.selected_al is not None:
+                        self._peak = max(self._peak, float(s.al_tension[self.selected_al]))
+                    if ch is not None and ch.until is not None and self._before is not None \
+                            and ch.until(self._before, self.monitors()):
+                        self.pending = 0  # the moment the chapter is about has come
             self.version += 1
 
     def say(self, text: str) -> None:
@@ -306,7 +314,8 @@ class Session:
         ab = [float(np.mean(s.m[p])) if len(p) else 0.0 for p in people]
         lat = [float(np.mean(s.a[p])) if len(p) else 0.0 for p in people]
         horizon = [int(s.horizon[o0]), int(s.horizon[o1])]
-        short = getattr(s, "al_short", np.zeros((s.n_al, 2), int))[a]
+        unsat = getattr(s, "al_unsat", None)  # Model v2: dissatisfaction u per side in [0, 1]
+        short = getattr(s, "al_short", None)  # Model v1: steps short of expectation
         ended = int(s.al_ended[a])
         reg = {1: "spiral in", -1: "spiral out"}.get(int(s.al_regime[a]), "undecided")
         trust, opn = float(s.al_trust[a]), float(s.al_open[a])
@@ -322,7 +331,9 @@ class Session:
             "mindset_a": "trust & we" if ab[0] >= 0.5 else "fear & me",
             "mindset_b": "trust & we" if ab[1] >= 0.5 else "fear & me",
             "horizon": horizon, "horizon_min": min(horizon),
-            "patience_left": [max(0, horizon[k] - int(short[k])) for k in (0, 1)],
+            "unsat": ([float(unsat[a, k]) for k in (0, 1)] if unsat is not None else None),
+            "patience_left": ([max(0, horizon[k] - int(short[a, k])) for k in (0, 1)]
+                              if short is not None else None),
             "score": 0.5 * (trust + opn),
         }
 
@@ -333,6 +344,11 @@ class Session:
         act = ACTIONS[label]
         with self.lock:
             s = self.model.state
+            dose = act.dose
+            if act.kind == "set_patience":  # patience only ever grows: double it, at least 200
+                who = (s.horizon[s.al_org[self.selected_al]]
+                       if scope == "selected" and self.selected_al is not None else s.horizon)
+                dose = float(min(10**6, max(act.dose, 2 * int(np.max(who)))))
             if scope == "selected":
                 a = self.selected_al
                 if a is None:
@@ -341,17 +357,17 @@ class Session:
                     raise UserError(f"{self.name(a)} ended at step {int(s.al_ended[a])}; "
                                     f"click a live alliance, or choose 'everyone'.")
                 before = self.monitors(a)
-                self.model.intervene(act.kind, dose=act.dose, alliances=[a])
+                self.model.intervene(act.kind, dose=dose, alliances=[a])
                 entry = {"step": s.step + 1, "kind": act.kind, "target": "all",
-                         "dose": float(act.dose), "alliances": [a]}
+                         "dose": float(dose), "alliances": [a]}
                 who = self.name(a)
             else:
                 a = self.selected_al
                 before = self.monitors(a) if a is not None else None
                 mean_before = _eco(s)
-                self.model.intervene(act.kind, "all", act.dose)
+                self.model.intervene(act.kind, "all", dose)
                 entry = {"step": s.step + 1, "kind": act.kind, "target": "all",
-                         "dose": float(act.dose)}
+                         "dose": float(dose)}
                 who = "everyone"
             self.ui_log.append({**entry, "label": label, "tag": act.tag, "at": s.step})
             if scope == "selected":
@@ -387,8 +403,10 @@ class Session:
         with self.lock:
             self.answer = option
             self._before = self.monitors()
+            self._peak = self._before.get("tension", 0.0)
             if ch.action:
                 self.intervene(ch.action, "selected")
+            self._after_action = self.monitors()
             self.pending = ch.steps
             self.revealed = True
             self.version += 1
@@ -421,10 +439,14 @@ class Session:
         ch = STORIES[self.story].chapters[self.chapter]
         now = self.monitors()
         parts = [describe_change(self._before, now)]
+        peak = getattr(self, "_peak", 0.0)
+        if peak > max(self._before.get("tension", 0), now.get("tension", 0)) + 0.05:
+            parts[0] = parts[0].rstrip(".") + f"; on the way, tension peaked at {peak:.2f}."
         if self.pending:
             return f"Running… {self.pending} steps to go. " + parts[0]
         if ch.check is not None:
-            shown = ch.check(self._before, now)
+            after = self._after_action if ch.check_at_once else now
+            shown = ch.check(self._before, after)
             if shown:
                 parts.append(f"Takeaway: {ch.takeaway}")
             else:
@@ -521,6 +543,7 @@ class Session:
                 st = STORIES[self.story]
                 ch = st.chapters[self.chapter]
                 story = {"title": st.title, "chapter": ch.title, "n": self.chapter + 1,
+                         "blurb": st.blurb if self.chapter == 0 else "",
                          "of": len(st.chapters), "idea": ch.idea, "question": ch.question,
                          "options": list(ch.options), "revealed": self.revealed,
                          "pending": self.pending, "reveal": self.reveal(),

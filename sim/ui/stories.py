@@ -21,10 +21,12 @@ class Chapter:
     idea: str  # one idea, in plain words, shown before the reveal
     question: str  # the prediction question
     options: tuple[str, ...]
-    steps: int  # how many steps the model runs for the reveal
+    steps: int  # how many steps the model runs for the reveal (at most, with `until`)
     action: str | None = None  # a SIX_STEPS label applied to the selected alliance first
     takeaway: str = ""
     check: Check | None = None  # did this run show the takeaway?
+    until: Check | None = None  # stop the reveal early once this holds (the moment has come)
+    check_at_once: bool = False  # judge the takeaway right after the action, not after the steps
 
 
 @dataclass(frozen=True)
@@ -48,32 +50,35 @@ STORIES: dict[str, Story] = {}
 
 STORIES["The spiral out"] = Story(
     "The spiral out", "dyad.toml",
-    {"noise.enabled": True, "initial.trust": 0.7, "initial.openness": 0.7, "seed": 6,
-     "formation.rate": 0},
-    "Two companies, one alliance, starting on good terms: one side thinks 'trust & we', the "
-    "other 'fear & me'.",
+    {"noise.enabled": True, "mindset.abundance_share": 0.0, "initial.trust": 0.7,
+     "initial.openness": 0.7, "differences.rate": 0.4, "seed": 2, "formation.rate": 0},
+    "Two companies, one alliance, starting on good terms (trust and openness 0.7); both think "
+    "'fear & me'.",
     (
-        Chapter("Good terms", "Differences come up in every alliance. The 'fear & me' side "
-                "tends to avoid them instead of talking them through.",
+        Chapter("Good terms", "Differences come up in every alliance. 'Fear & me' tends to "
+                "avoid them instead of talking them through.",
                 "What happens to the unresolved tension between them?",
-                ("it grows", "it stays low"), 12,
+                ("it grows", "it stays low"), 25,
                 takeaway="Avoided differences do not go away: they pile up as tension.",
                 check=lambda b, a: a["tension"] > b["tension"] + 0.01
-                or a["blames"] > b["blames"]),
+                or a["blames"] > b["blames"],
+                until=lambda b, a: a["tension"] > b["tension"] + 0.5 or a["blames"] > b["blames"]),
         Chapter("Blame", "When tension piles up far enough it blows up into blame.",
-                "What does blame do to trust?", ("trust falls", "trust holds"), 8,
+                "What does blame do to trust?", ("trust falls", "trust holds"), 40,
                 takeaway="Blame hits trust on both sides at once.",
-                check=lambda b, a: a["blames"] > b["blames"] and a["trust"] < b["trust"]),
+                check=lambda b, a: a["blames"] > b["blames"] and a["trust"] < b["trust"],
+                until=lambda b, a: a["blames"] > b["blames"]),
         Chapter("The spiral", "Less trust makes people talk less openly; talking less gives "
                 "fewer reasons to trust.", "Where do trust and openness go now?",
                 ("both down", "they recover"), 15,
                 takeaway="Trust and openness pull each other down: the spiral out.",
                 check=lambda b, a: a["trust"] < b["trust"] and a["openness"] < b["openness"]),
-        Chapter("The end", "A company that sees too little value for longer than its patience "
-                "lasts ends the alliance.", "Does the alliance survive the next 30 steps?",
-                ("it ends", "it survives"), 30,
+        Chapter("The end", "A company that keeps seeing too little value grows fed up, and a "
+                "fed-up company ends the alliance.", "Does the alliance survive the next 100 "
+                "steps?", ("it ends", "it survives"), 100,
                 takeaway="Falling is easy. Try 'The turnaround' to see what it takes to climb "
-                "back.", check=lambda b, a: a["ended"] and not b["ended"]),
+                "back.", check=lambda b, a: a["ended"] and not b["ended"],
+                until=lambda b, a: a["ended"]),
     ))
 
 _SIX = (
@@ -100,7 +105,7 @@ _SIX = (
      "mind change?", ("yes", "no"), "Mindsets can move: a mind flipped to 'trust & we'.",
      lambda b, a: (a["mindset_a"], a["mindset_b"]) != (b["mindset_a"], b["mindset_b"])),
     ("6 Be patient", "Nobody expects results next week any more.",
-     "They give the alliance time: a horizon of 200 steps. Does it survive the "
+     "They give the alliance time: the patience horizon doubles. Does it survive the "
      "next steps?", ("it survives", "it ends"),
      "Patience buys the time a turnaround needs.",
      lambda b, a: not a["ended"] and a["horizon_min"] >= 200),
@@ -114,7 +119,8 @@ STORIES["The turnaround"] = Story(
                 "Left alone for 40 steps, where does it go?", ("further down", "up"), 40,
                 takeaway="Left alone, a spiraled-out alliance stays down.",
                 check=lambda b, a: a["score"] <= 0.45),
-        *(Chapter(label, idea, q, opts, 3, action=label, takeaway=tk, check=ck)
+        *(Chapter(label, idea, q, opts, 3, action=label, takeaway=tk, check=ck,
+                  check_at_once=not label.startswith("6"))
           for label, idea, q, opts, tk, ck in _SIX),
         Chapter("Let it run", "The six steps are done; now nobody intervenes.",
                 "Will it climb on its own?", ("it spirals in", "it falls back"), 40,
