@@ -280,3 +280,21 @@ def test_scenario_alliances_key_is_validated(tmp_path):
         load(f)
     f.write_text('[[interventions]]\nstep = 1\nkind = "neutralize"\nalliances = [0, 2]\n')
     assert load(f).values["interventions"][0]["alliances"] == [0, 2]
+
+
+def test_portrait_note_agrees_with_the_alliance_own_map():
+    from sim import dyad
+
+    s = Session()
+    s.step(30)
+    st = s.model.state
+    checked = 0
+    for a in np.flatnonzero(st.active)[:40:8]:
+        s.select_alliance(int(a))
+        note = s.view().portrait_note
+        xs, score = dyad.alliance_basin(st, s.model.p, int(a), n=25, steps=200)
+        side = dyad.predict(xs, score, float(st.al_trust[a]), float(st.al_open[a]))
+        assert ("in the green area" in note) == (side >= 0.5), note
+        assert ("would spiral in" in note) == (side >= 0.5), note
+        checked += 1
+    assert checked >= 3

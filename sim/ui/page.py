@@ -436,11 +436,12 @@ opportunities and value; avoided, they pile up as tension until it blows up into
 that sees too little value for longer than its patience ends the alliance. Mindsets shift slowly
 with good experience and fast with bad.</p>
 <h2>Things to notice</h2>
-<ul><li>The phase portrait (right): green area = starts that spiral in, red = spiral out. The arrows
-show where a calm pair would move next; a real alliance also carries tension and history, so it
-can move against them — the note under the picture says when.</li>
+<ul><li>The phase portrait (right) is the selected alliance's own map: with its people as they
+are now and no tension, the green area holds the starts that spiral in, the red area those that
+spiral out, and the arrows show the next step. A real alliance also carries tension and
+grievances, so it can move against the arrows; the note under the picture says when.</li>
 <li>Falling is fast; climbing back is slow.</li>
-<li>An alliance with one 'fear &amp; me' side can still spiral in if it starts well.</li></ul>
+<li>Mindsets move: watch the dots change colour as experience accumulates.</li></ul>
 <h2>Things to try</h2>
 <ul><li>Select a spiraled-out alliance and apply the six steps in order, then press Play.</li>
 <li>Shock everyone, then watch which alliances recover.</li>

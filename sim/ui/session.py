@@ -31,6 +31,7 @@ from .stories import STORIES
 ROOT = Path(__file__).resolve().parent.parent.parent
 SCENARIO_DIR = ROOT / "scenarios"
 SEED_MAX = 2**32 - 1
+REFRESH = 50  # steps between recomputations of the selected alliance's own map
 PATH_KEEP = 600  # points of every alliance's (trust, openness) kept for the portrait
 
 # The sandbox sliders: label, scenario key, min, max, step
@@ -457,13 +458,33 @@ class Session:
         return " ".join(parts)
 
     # --- views ------------------------------------------------------------------------------
-    def _flow(self, combo: tuple[bool, bool]):
-        if combo not in self._flow_cache:
-            xs, _, dT, dO = dyad.vector_field(self.model.p, combo, n=13)
-            bx, score = dyad.basin(self.model.p, combo, n=31, steps=250)
+    def _flow(self, a: int, combo: tuple[bool, bool]):
+        """The portrait's map for alliance a: its own map (dyad.alliance_flow/alliance_basin:
+        its people as they are now, a fresh start without tension) where the model offers it,
+        else the map of a pair with these two mindsets. Cached; the alliance's own map is
+        recomputed when its people change (a mind flips, patience changes, an intervention) or
+        every REFRESH steps as latent mindsets drift."""
+        s = self.model.state
+        own = hasattr(dyad, "alliance_basin") and hasattr(dyad, "alliance_flow")
+        if own:
+            orgs = s.al_org[a]
+            people = np.concatenate([np.flatnonzero(s.org == o) for o in orgs])
+            key = ("own", a, tuple(s.m[people].tolist()), tuple(s.horizon[orgs].tolist()),
+                   len(self.ui_log), s.step // REFRESH if s.al_ended[a] < 0 else -1)
+        else:
+            key = ("pair", combo)
+        if key not in self._flow_cache:
+            if len(self._flow_cache) > 8:
+                self._flow_cache.clear()
+            if own:
+                xs, _, dT, dO = dyad.alliance_flow(s, self.model.p, a, n=13)
+                bx, score = dyad.alliance_basin(s, self.model.p, a, n=25, steps=200)
+            else:
+                xs, _, dT, dO = dyad.vector_field(self.model.p, combo, n=13)
+                bx, score = dyad.basin(self.model.p, combo, n=31, steps=250)
             back = figures.phase_back_svg(figures.phase_background(xs, dT, dO, bx, score))
-            self._flow_cache[combo] = (back, bx, score, xs, dT, dO)
-        return self._flow_cache[combo]
+            self._flow_cache[key] = (back, bx, score, xs, dT, dO, own)
+        return self._flow_cache[key]
 
     def portrait(self) -> tuple[str, str]:
         """The phase portrait SVG and an honest note on it, computed from the numbers."""
@@ -474,7 +495,7 @@ class Session:
             return figures.phase_svg(np.empty(0), np.empty(0), [], False, False, False), ""
         mon = self.monitors(a)
         combo = (mon["mindset_a"] == "trust & we", mon["mindset_b"] == "trust & we")
-        bg, bx, score, xs, dT, dO = self._flow(combo)
+        bg, bx, score, xs, dT, dO, own = self._flow(a, combo)
         tt = np.array([p[0][a] for p in self._paths if len(p[0]) > a], float)
         oo = np.array([p[1][a] for p in self._paths if len(p[1]) > a], float)
         end = int(s.al_ended[a])  # (an ended alliance keeps its final numbers: the path stops)
@@ -491,8 +512,11 @@ class Session:
                                 bool(score.min() < 0.2))
         # the note: which side it is on, and whether it moves with the arrows
         side = _interp(bx, score, mon["trust"], mon["openness"])
-        where = ("on the green side, where a calm pair would spiral in" if side >= 0.5 else
-                 "on the red side, where a calm pair would spiral out")
+        way = "spiral in" if side >= 0.5 else "spiral out"
+        where = (f"in the {'green' if side >= 0.5 else 'red'} area: "
+                 + (f"with these people as they are now and no tension, it would {way} from "
+                    f"here" if own else f"a calm pair with these two mindsets would {way} from "
+                    f"here"))
         note = [f"{mon['name']} ({mon['mindset_a']} / {mon['mindset_b']}) is {where}."]
         if len(tt) >= 3 and end < 0:
             mv = np.array([tt[-1] - tt[-3], oo[-1] - oo[-3]])
@@ -501,7 +525,7 @@ class Session:
                 why = []
                 if mon["tension"] > 0.3:
                     why.append(f"tension {mon['tension']:.2f}")
-                why.append("its views, value and patience differ from the calm pair drawn")
+                why.append("its tension, value and grievances differ from the fresh start drawn")
                 note.append("It is moving against the arrows right now: " + "; ".join(why) + ".")
         if end >= 0:
             note = [f"{mon['name']} ended at step {end} (×)."]
