@@ -298,3 +298,21 @@ def test_portrait_note_agrees_with_the_alliance_own_map():
         assert ("would spiral in" in note) == (side >= 0.5), note
         checked += 1
     assert checked >= 3
+
+
+def test_page_slider_rejected_value_snaps_back_and_a_good_one_starts_a_run():
+    box, rc = solara.render(page.Page(), handle_error=False)
+    rc.find(v.Btn, class_="spiral-intro-sandbox").widget.click()
+    rc.find(v.Btn, class_="spiral-settings").widget.click()
+
+    def orgs():
+        return next(w for w in rc.find(v.Slider).widgets if "Organizations" in (w.label or ""))
+
+    orgs().v_model = 2  # too few for this graph's mean degree
+    assert "Organizations = 2 was not used" in _html(rc)
+    assert orgs().v_model == 60 and "60 organizations" in _html(rc)
+    orgs().v_model = 30
+    assert orgs().v_model == 30 and "30 organizations" in _html(rc)
+    _btn(rc, "Reset").widget.click()  # Reset keeps the good value
+    assert "30 organizations" in _html(rc)
+    rc.close()

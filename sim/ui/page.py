@@ -395,11 +395,39 @@ def SeedInput(seed: int, sess, guard, playing):
 
 
 @solara.component
+def SandboxSlider(label, key, lo, hi, step, value, sess, guard, playing):
+    """A slider that starts a new run; a rejected value snaps back to the one in use."""
+    whole = isinstance(step, int)
+    cast = int if whole else (lambda x: round(float(x), 4))
+    pos = solara.use_reactive(cast(value))  # follows `value` when the run changes
+
+    def in_use():
+        return cast(ui_session._get(sess.model.scenario_spec.values, key))
+
+    def commit(x):
+        if cast(x) == in_use():
+            return  # unchanged, or the slider being put back after a rejected value
+        playing.set(False)
+        try:
+            sess.set_param(key, cast(x))
+        finally:
+            pos.set(in_use())
+
+    text = f"{label}: {int(value)}" if whole else f"{label}: {float(value):.2f}"
+    if whole:
+        solara.SliderInt(text, value=pos, min=lo, max=hi, step=step,
+                         on_value=guard(commit, label))
+    else:
+        solara.SliderFloat(text, value=pos, min=lo, max=hi, step=step,
+                           on_value=guard(commit, label))
+
+
+@solara.component
 def SettingsPanel(frame, sess, guard, settings, playing):
     v: View = frame.value
     with solara.Div(classes=["spiral-overlay", "spiral-settings-panel"]):
         solara.HTML(tag="h2", unsafe_innerHTML="Sandbox settings (a change starts a new run)")
-        titles = dict(ui_session.scenario_choices())
+        titles = solara.use_memo(lambda: dict(ui_session.scenario_choices()), dependencies=[])
         current = next((t for t, f in titles.items() if f == v.scenario), v.scenario)
         solara.Select("Scenario", values=list(titles), value=current,
                       on_value=guard(lambda t: (playing.set(False),
@@ -407,17 +435,7 @@ def SettingsPanel(frame, sess, guard, settings, playing):
                                      "the scenario"))
         SeedInput(v.params["seed"], sess, guard, playing)
         for label, key, lo, hi, step in SLIDERS:
-            val = v.params[key]
-            if isinstance(step, int):
-                solara.SliderInt(f"{label}: {int(val)}", value=int(val), min=lo, max=hi,
-                                 step=step, on_value=guard(
-                                     lambda x, k=key: sess.set_param(k, int(x)), label)
-                                 ).key(f"{key}-{v.version}")
-            else:
-                solara.SliderFloat(f"{label}: {float(val):.2f}", value=float(val), min=lo,
-                                   max=hi, step=step, on_value=guard(
-                                       lambda x, k=key: sess.set_param(k, round(float(x), 4)),
-                                       label)).key(f"{key}-{v.version}")
+            SandboxSlider(label, key, lo, hi, step, v.params[key], sess, guard, playing)
         solara.Button("Close", color="primary", on_click=lambda: settings.set(False),
                       classes=["spiral-close"])
 

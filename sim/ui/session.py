@@ -119,6 +119,7 @@ class View:
     story: dict | None
     can_intervene: bool
     params: dict
+    controls: int
 
 
 @dataclass
@@ -129,7 +130,8 @@ class Session:
 
     def __post_init__(self):
         self.lock = threading.RLock()
-        self.version = 0
+        self.version = 0  # changes with every frame
+        self.controls = 0  # changes when the sandbox controls must be redrawn
         self.narration: deque[str] = deque(maxlen=60)
         self.story: str | None = None
         self.chapter = 0
@@ -158,6 +160,7 @@ class Session:
             self.version += 1
             return False
         with self.lock:
+            self.controls += 1
             self.scenario, self.overrides, self.error = scenario, overrides, None
             self.model = model
             self.ui_log: list[dict] = []  # interventions applied here, for Export and markers
@@ -204,7 +207,11 @@ class Session:
         ov = {**self.overrides, key: value}
         ok = self.reset(self.scenario, ov)
         if not ok:
-            self.error = f"That value was not used: {self.error} The run goes on as before."
+            why = (self.error or "").split("(--set): ", 1)[-1]  # the key's message, no path
+            label = next((lb for lb, k, *_ in SLIDERS if k == key), key)
+            self.error = (f"{label} = {value} was not used: {why}. The run goes on as "
+                          f"before.")
+            self.controls += 1  # the page redraws the controls with the values in use
         return ok
 
     def set_seed(self, text) -> bool:
@@ -587,7 +594,8 @@ class Session:
                 narration=tuple(list(self.narration)[:8]), error=self.error, story=story,
                 can_intervene=bool(mon) and not mon["ended"],
                 params={key: _get(self.model.scenario_spec.values, key)
-                        for _, key, *_ in SLIDERS} | {"seed": self.model.scenario_spec.seed})
+                        for _, key, *_ in SLIDERS} | {"seed": self.model.scenario_spec.seed},
+                controls=self.controls)
 
     # --- export -----------------------------------------------------------------------------
     def replay_scenario(self) -> str:
