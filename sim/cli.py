@@ -156,6 +156,17 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--quiet", action="store_true", help="no progress bar")
     c.set_defaults(func=cmd_compare)
 
+    mc = sub.add_parser("mechanisms", help="over seeds: ages at ending, hazard by age, flips, "
+                                           "outcomes by pair type")
+    mc.add_argument("scenario", nargs="?", default=str(_scenario_path(None)),
+                    help="scenario file (default scenarios/baseline.toml)")
+    mc.add_argument("--seeds", type=int, default=10, help="number of seeds (default 10)")
+    mc.add_argument("--first-seed", type=int, default=1, help="first seed (default 1)")
+    mc.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a key")
+    mc.add_argument("--json", help="also write the figures to this JSON file (- for stdout)")
+    mc.add_argument("--quiet", action="store_true", help="no progress bar")
+    mc.set_defaults(func=cmd_mechanisms)
+
     b = sub.add_parser("bench", help="time the array kernel against the per-agent reference")
     b.add_argument("--ties", default="10000,50000,100000,1000000",
                    help="comma-separated tie counts (default 10000,50000,100000,1000000)")
@@ -224,6 +235,14 @@ def cmd_ui(args) -> int:
     os.chdir(Path(__file__).resolve().parent.parent)
     os.execve(sys.executable, cmd, env)
     return 0  # (not reached)
+
+
+def cmd_mechanisms(args) -> int:
+    from analysis.mechanisms import main_mechanisms
+
+    if args.seeds < 1 or args.first_seed < 0:
+        raise UsageError("spiral mechanisms: --seeds: expected >= 1 (and --first-seed >= 0)")
+    return main_mechanisms(args)
 
 
 def cmd_compare(args) -> int:

@@ -81,3 +81,18 @@ def test_bad_input_through_console_script(tmp_path):
     assert r.returncode == 2
     assert r.stderr == f"error: {f}: ecosystem.grpah: unknown key (did you mean 'graph'?)\n"
     assert not (tmp_path / "o").exists()
+
+
+def test_mechanisms_command_reports_the_distributions(capsys):
+    from sim import cli
+
+    rc = cli.main(["mechanisms", str(SCENARIOS / "baseline.toml"), "--seeds", "2", "--json", "-",
+                   "--set", "steps=80"])
+    assert rc == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["seeds"] == [1, 2] and r["alliances"] > 100
+    assert set(r["pairs"]) <= {"abundance-abundance", "mixed", "scarcity-scarcity"}
+    assert sum(v["alliances"] for v in r["pairs"].values()) == r["alliances"]
+    assert 0 <= r["share_flipped_to_scarcity"] <= 1
+    rc = cli.main(["mechanisms", str(SCENARIOS / "baseline.toml"), "--seeds", "0"])
+    assert rc == 2

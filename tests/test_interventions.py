@@ -130,3 +130,40 @@ def test_find_opportunity_adds_value_with_noise_off():
     v0 = s.al_value.sum()
     m.intervene("find_opportunity", "all", 1.0)
     assert s.al_value.sum() > v0
+
+
+def test_shock_clears_confronted_tension_and_adds_to_avoided():
+    """A confronted crisis is neutralized with the tension it found (as in step 2); with noise
+    off the tension is the expectation (1 - q)(D + dose)."""
+    from sim.kernel import confront_prob
+
+    m = model(noise={"enabled": False})
+    s = m.state
+    s.D[:] = 0.7
+    q = confront_prob(s, m.p, s.O[0] * s.O[1])
+    m.intervene("shock", "all", 2.0)
+    np.testing.assert_allclose(s.D, (1 - q) * (0.7 + 2.0), rtol=1e-12)
+    m = model()
+    s = m.state
+    s.D[:] = 0.7
+    m.intervene("shock", "all", 2.0)
+    assert set(np.round(np.unique(s.D), 12)) <= {0.0, 2.7}  # cleared, or old + new
+    assert (s.D == 0).any() and (s.D > 0).any()
+
+
+def test_opportunities_from_interventions_are_perceived_like_step_value():
+    m = model(noise={"enabled": False})
+    s = m.state
+    created0, perceived0 = s.al_value.sum(axis=1).copy(), s.al_perceived.copy()
+    m.intervene("find_opportunity", "all", 1.0)
+    created = s.al_value.sum(axis=1) - created0
+    perceived = s.al_perceived - perceived0
+    assert created.sum() > 0
+    assert np.all(perceived <= created + 1e-12)  # a revenue-only view sees less
+    assert np.all(perceived[created > 0] > 0)
+    # an abundance pair perceives all of it (claims of one half each, holistic views)
+    both = np.flatnonzero(m.state.m[s.d_ind].all(axis=0))
+    al = np.unique(s.d_al[both])
+    full = np.isin(np.arange(s.n_al), al) & ~np.isin(np.arange(s.n_al),
+                                                      s.d_al[~m.state.m[s.d_ind].all(axis=0)])
+    np.testing.assert_allclose(perceived[full], created[full], rtol=1e-12)

@@ -99,6 +99,7 @@ def test_patience_lowers_failure_rate():
     patient = runs("patient", range(1, 6))
     impatient = runs("impatient", range(1, 6))
     assert mean(patient, "failure_rate") < mean(impatient, "failure_rate") - 0.05
+    assert mean(patient, "failure_rate_km") < mean(impatient, "failure_rate_km") - 0.05
 
 
 @pytest.mark.slow
@@ -113,8 +114,8 @@ def test_alliance_function_coaching_raises_trust():
 @pytest.mark.slow
 def test_ecosystem_health_near_tipping():
     mid = runs("ecosystem_health", range(1, 5))
-    low = runs("ecosystem_health", range(1, 5), "mindset.abundance_share=0.4")
-    high = runs("ecosystem_health", range(1, 5), "mindset.abundance_share=0.8")
+    low = runs("ecosystem_health", range(1, 5), "mindset.abundance_share=0.25")
+    high = runs("ecosystem_health", range(1, 5), "mindset.abundance_share=0.6")
     assert 0.3 < mean(mid, "mean_trust") < 0.7
     assert mean(high, "mean_trust") - mean(low, "mean_trust") > 0.25
     assert mean(low, "mean_trust") < mean(mid, "mean_trust") < mean(high, "mean_trust")
