@@ -154,7 +154,8 @@ class AllianceModel(mesa.Model):
     def step(self) -> None:
         s = self.state
         for item in self._schedule.get(s.step + 1, ()):
-            interventions.apply(s, self.p, self.rng, item["kind"], item["target"], item["dose"])
+            interventions.apply(s, self.p, self.rng, item["kind"], item["target"], item["dose"],
+                                item.get("alliances"))
         ev = kernel.step(s, self.p, self.rng)
         if len(ev.ended):
             self.graph.remove_edges_from(s.al_org[ev.ended].tolist())

@@ -210,6 +210,7 @@ INTERVENTION_KEYS = {
     "kind": "one of " + ", ".join(INTERVENTIONS),
     "target": '"all" or a list of organization ids (0-based)',
     "dose": "strength: 0..1 for most kinds; steps for set_patience",
+    "alliances": "optional: only these alliances (ids in order of formation), instead of target",
     "every": "optional: repeat every this many steps ...",
     "until": "optional: ... up to and including this step (default: the last step)",
 }
@@ -354,6 +355,12 @@ def _check_interventions(source: str, items: Any, steps: int, n_orgs: int) -> li
                 raise ScenarioError(source, f"{where}.target",
                                     f'expected "all" or a non-empty list of organization ids '
                                     f"from 0 to {n_orgs - 1}, got {_short(target)}")
+        alliances = item.get("alliances")  # the UI's "selected alliance", recorded by Export
+        if alliances is not None and not (isinstance(alliances, list) and alliances and all(
+                isinstance(a, int) and not isinstance(a, bool) and 0 <= a < 2**62
+                for a in alliances)):
+            raise ScenarioError(source, f"{where}.alliances", f"expected a non-empty list of "
+                                f"alliance ids >= 0, got {_short(alliances)}")
         dose = item.get("dose", 1.0)
         if isinstance(dose, bool) or not isinstance(dose, int | float) or dose != dose:
             raise ScenarioError(source, f"{where}.dose", f"expected a number, got {_short(dose)}")
@@ -379,6 +386,8 @@ def _check_interventions(source: str, items: Any, steps: int, n_orgs: int) -> li
             raise ScenarioError(source, f"{where}.until", f"expected an integer from step "
                                 f"({step}) to steps ({steps}), got {_short(until)}")
         entry = {"step": int(step), "kind": kind, "target": target, "dose": float(dose)}
+        if alliances is not None:
+            entry["alliances"] = [int(a) for a in alliances]
         if every:
             entry["every"] = every
             entry["until"] = until

@@ -301,7 +301,7 @@ def test_rerun_killed_at_random_moments_never_mixes_two_runs(tmp_path):
     """Kill `spiral run` seed 2 into a folder that holds a seed-1 run: afterwards the folder is
     the whole seed-1 run or the whole seed-2 run (the issue: 4 of 5 kills mixed them)."""
     out = tmp_path / "o"
-    base = [SPIRAL, "run", str(SCENARIOS / "baseline.toml"), "--quiet", "--steps", "120",
+    base = [SPIRAL, "run", str(SCENARIOS / "baseline.toml"), "--quiet", "--steps", "1500",
             "--out", str(out)]
     subprocess.run(base + ["--seed", "1"], check=True, capture_output=True, timeout=300)
     rng = random.Random(5)
@@ -841,7 +841,7 @@ def test_overrides_are_validated_together(tmp_path, capsys):
 
 def test_ui_takes_any_valid_seed():
     """The layout's legacy RandomState takes seeds < 2**32; the UI takes every valid seed."""
-    from sim.ui_session import Session
+    from sim.ui.session import Session
 
     s = Session()
     assert s.set_seed(str(2**62)) and s.error is None
