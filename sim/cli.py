@@ -128,6 +128,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--scheduler", metavar="ADDRESS",
                    help="run on a Dask distributed cluster, e.g. tcp://127.0.0.1:8786")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.add_argument("--force", action="store_true",
+                   help="resume even though code, libraries or scenario files changed (recorded)")
+    s.add_argument("--until-width", type=float, metavar="W",
+                   help="add replicates until every point's 95%% interval is at most W wide")
+    s.add_argument("--outcome", help="summary metric for --until-width (default mean_trust)")
+    s.add_argument("--max-replicates", type=int, help="cap for --until-width (default 1000)")
     s.set_defaults(func=cmd_sweep)
 
     q = sub.add_parser("query", help="SQL over a sweep's results (DuckDB; tables runs, series)")
@@ -142,7 +148,24 @@ def build_parser() -> argparse.ArgumentParser:
     an.add_argument("dir", help="sweep results folder")
     an.add_argument("--out", help="report folder (default DIR/report/)")
     an.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples")
+    an.add_argument("--seed", type=int, default=12345, help="bootstrap seed (default 12345)")
+    an.add_argument("--allow-incomplete", action="store_true",
+                    help="analyse an incomplete, duplicated or mixed-provenance sweep anyway "
+                         "(every output then says so on its first line)")
+    an.add_argument("--target-width", type=float, metavar="W",
+                    help="report whether each 95%% interval is at most W wide")
     an.set_defaults(func=cmd_analyse)
+
+    d = sub.add_parser("discover", help="scenario discovery (PRIM and CART, EMA Workbench)")
+    d.add_argument("dir", help="sweep results folder")
+    d.add_argument("--outcome", required=True,
+                   help='the cases of interest, e.g. "failure_rate > 0.5"')
+    d.add_argument("--out", help="output folder (default DIR/discover/)")
+    d.add_argument("--threshold", type=float, default=0.8,
+                   help="PRIM's minimum box density (default 0.8)")
+    d.add_argument("--allow-incomplete", action="store_true",
+                   help="use an incomplete sweep anyway (outputs say so)")
+    d.set_defaults(func=cmd_discover)
 
     u = sub.add_parser("ui", help="open the trainer UI (Solara) in the browser")
     u.add_argument("scenario", nargs="?", help="scenario to start with (default baseline.toml)")
@@ -207,6 +230,12 @@ def cmd_analyse(args) -> int:
     from analysis.analyse import main_analyse
 
     return main_analyse(args)
+
+
+def cmd_discover(args) -> int:
+    from analysis.discovery import main_discover
+
+    return main_discover(args)
 
 
 def cmd_ui(args) -> int:

@@ -225,6 +225,24 @@ def value(s: State, p, x: np.ndarray, opp, ev: Events):
 
 
 # 3. Trust ------------------------------------------------------------------------------------
+def evidence_noise(s: State, t, rng) -> np.ndarray:
+    """Noise in the evidence each tie reads this step (2, n_d): a part shared by all ties of one
+    side of an alliance (what the partner company did this month, seen by all who deal with
+    it) and a part of each tie's own, mixed so that each tie's noise has sd trust.noise:
+    sd * (sqrt(rho) z_side + sqrt(1 - rho) z_tie), rho = trust.noise_shared. Drawn in this
+    order: (2, n_al) side draws, then (2, n_d) tie draws."""
+    rho = t.noise_shared
+    side = rng.standard_normal((2, s.n_al))
+    own = rng.standard_normal((2, len(s.d_al)))
+    out = side[:, s.d_al]
+    out *= np.sqrt(rho)
+    own *= np.sqrt(1.0 - rho)
+    out += own
+    out *= t.noise
+    return out
+
+
+
 def trust(s: State, p, perceived: np.ndarray, d: np.ndarray, overclaim: np.ndarray,
           rng=None) -> None:
     """T += r * (S(k_T * e) - T), e from the partner's openness, perceived value, divergence,
@@ -241,8 +259,8 @@ def trust(s: State, p, perceived: np.ndarray, d: np.ndarray, overclaim: np.ndarr
     e += t.w_openness * (s.O[::-1] - t.openness_ref)
     e -= common
     e += by_mindset(s, t.bias_abundance, t.bias_scarcity)
-    if rng is not None and t.noise > 0:  # each side reads the partner through noisy signals
-        e += t.noise * rng.standard_normal(e.shape)
+    if rng is not None and t.noise > 0:
+        e += evidence_noise(s, t, rng)
     e *= t.steepness
     sigmoid_(e)
     e -= s.T
@@ -271,10 +289,12 @@ def patience(s: State, p, perceived: np.ndarray, blamed_dyads: np.ndarray | floa
     """Each side of each alliance weighs this step's grievance g and accumulates it over its
     horizon H as dissatisfaction u:
 
-        g = min(1, shortfall + w_blame * quarrels),  shortfall = max(0, 1 - level / expectation),
+        g = min(1, shortfall + w_blame * Q),  shortfall = max(0, 1 - level / expectation),
         u <- u + (g - u) / H,
 
-    level being the side's mean perceived value over the alliance's dyads. u starts at 0 (a
+    level being the side's mean perceived value over the alliance's dyads and Q the most
+    quarrels on any of its dyads this step (a blow-up between any two of its people is a
+    grievance for both companies). u starts at 0 (a
     new alliance has no grievances yet). The patient (long H) judge the long run, the impatient
     the last few steps. Returns u per tie (2, n_d), for the openness response.
     """
@@ -283,8 +303,10 @@ def patience(s: State, p, perceived: np.ndarray, blamed_dyads: np.ndarray | floa
     cnt = np.maximum(t.al_cnt, 1)
     act = s.active
     horizon = s.horizon[s.al_org].astype(float)  # (n_al, 2)
-    quarrels = (np.bincount(s.d_al, blamed_dyads, n_al) / cnt
-                if isinstance(blamed_dyads, np.ndarray) else 0.0)
+    quarrels = 0.0  # the most quarrels on any dyad: a blow-up anywhere hurts the alliance
+    if isinstance(blamed_dyads, np.ndarray):
+        quarrels = np.zeros(n_al)
+        np.maximum.at(quarrels, s.d_al, blamed_dyads)
     E = p.value.expectation
     for side in (0, 1):  # two sides, not ties
         level = np.bincount(s.d_al, perceived[side], n_al) / cnt

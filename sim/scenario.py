@@ -147,6 +147,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "erode_rate": _f(0.30, "speed of trust toward a lower target (eroding)"),
         "noise": _f(0.3, "standard deviation of the noise in each step's evidence (signals "
                          "of the partner read imperfectly)", 0.0, 10.0),
+        "noise_shared": _f(1.0, "share of that noise's variance common to all ties of one side "
+                                "of an alliance (the partner company's month)"),
         "steepness": _f(8.0, "k_T: steepness of the trust response", 0.0, 100.0),
         "w_openness": _f(1.0, "weight of the partner's openness", 0.0, 10.0),
         "openness_ref": _f(0.5, "partner openness that is neutral for trust"),
@@ -156,7 +158,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "divergence_ref": _f(0.1, "divergence that is neutral for trust"),
         "w_tension": _f(0.3, "weight of unresolved tension", 0.0, 10.0),
         "w_dispute": _f(0.5, "weight of claims over the whole pie", 0.0, 10.0),
-        "bias_abundance": _f(0.2, "trust bias of an abundance holder (-theta_T)", -5.0, 5.0),
+        "bias_abundance": _f(0.25, "trust bias of an abundance holder (-theta_T)", -5.0, 5.0),
         "bias_scarcity": _f(0.0, "trust bias of a scarcity holder (demands more evidence)",
                             -5.0, 5.0),
     },
@@ -164,7 +166,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "rate": _f(0.2, "alpha: speed of openness toward its target"),
         "steepness": _f(8.0, "k_O: steepness of the openness response", 0.0, 100.0),
         "threshold": _f(0.5, "theta_O: trust at which openness is neutral"),
-        "bias_abundance": _f(1.2, "openness bias b of an abundance holder", -20.0, 20.0),
+        "bias_abundance": _f(1.0, "openness bias b of an abundance holder", -20.0, 20.0),
         "bias_scarcity": _f(-0.2, "openness bias b of a scarcity holder", -20.0, 20.0),
     },
     "value": {
