@@ -303,14 +303,16 @@ def test_rerun_killed_at_random_moments_never_mixes_two_runs(tmp_path):
     out = tmp_path / "o"
     base = [SPIRAL, "run", str(SCENARIOS / "baseline.toml"), "--quiet", "--steps", "1500",
             "--out", str(out)]
+    t0 = time.perf_counter()
     subprocess.run(base + ["--seed", "1"], check=True, capture_output=True, timeout=300)
+    full = time.perf_counter() - t0  # kill anywhere from start-up to just after the end
     rng = random.Random(5)
     kills = 0
     seeds_seen = set()
     for _ in range(12):
         p = subprocess.Popen(base + ["--seed", "2"], stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL)
-        time.sleep(rng.uniform(0.8, 4.0))
+        time.sleep(rng.uniform(0.3, 1.15) * full)
         if p.poll() is None:
             p.kill()
             kills += 1
