@@ -1,0 +1,596 @@
+"""The compiled path of the step: the phases of sim/kernel_numpy.py (docs/model.md) as numba
+functions of the same names, one loop over the ties per group of phases.
+
+    talk                  one pass over the ties (moves, exchange, degrees), one over the people
+    differences, blame,   one pass over the ties: each dyad's differences, blame, value created
+    value, trust          and perceived, and its two trust updates, with the per-person and
+                          per-alliance sums accumulated on the way
+    patience              one pass over the alliances: dissatisfaction, value, ending hazard
+    openness, mindset     one pass over the ties (openness, alliance summaries, dropping the ties
+                          of ended alliances in place, experiences), one over the people
+                          (latent abundance, flips), one over the organizations (culture)
+    classify              one pass over the alliances (regimes), then the metrics (`series`)
+
+Every equation is the numpy path's, in the same order of operations; only the summation order
+of the per-person and per-alliance sums differs (rounding, ~1e-16). The random numbers are
+kernel_numpy.draw_step's, drawn before the step. Formation (a handful of alliances per step,
+preferential choices in Python) and the set-up are shared with the numpy path.
+
+Compiled once with cache=True: the machine code is stored next to this file (__pycache__) or,
+when that folder is not writable, in numba's user cache, so a new process only loads it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from . import kernel_numpy as knp
+from .state import INDEX, OUT, VALUE_KINDS, State
+
+# The parameters, packed into one float vector per step (names as in docs/model.md).
+(MU, TALK_NOISE, OPEN_TALK, CONFRONT_A, CONFRONT_S, OPP_TRUST, BLAME_LEVEL, BLAME_COST,
+ EXCHANGE, OPPORTUNITY, MEMORY, INTERESTS, CLAIM_S, REVENUE_SHARE, W_DIV, DIV_REF, W_TENSION,
+ W_DISPUTE, VALUE_REF, W_VALUE, W_OPEN, OPEN_REF, TBIAS_A, TBIAS_S, TRUST_NOISE, T_STEEP,
+ T_RATE, T_ERODE, O_THRESHOLD, O_STEEP, OBIAS_A, OBIAS_S, CLOSE_BIAS, O_RATE, EXPECTATION,
+ W_BLAME, END_RATE, TRUSTED, LEARN_RATE, LEARN_OPP, HURT_RATE, BETRAYAL, CULTURE_PULL,
+ PEER_PULL, THETA_DOWN, THETA_UP, CULTURE_FOLLOW, USUAL, IN_LEVEL, OUT_LEVEL, TREND,
+ N_PARAMS) = range(52)
+MAXQ = knp.MAX_QUARRELS
+
+
+def pack(p) -> np.ndarray:
+    """The parameter vector of the compiled functions."""
+    P = np.empty(N_PARAMS)
+    d, t, o, mp, r = p.differences, p.trust, p.openness, p.mindset, p.regimes
+    P[MU], P[TALK_NOISE], P[OPEN_TALK] = knp.talk_rate(p), p.talk.noise, d.open_talk
+    P[CONFRONT_A], P[CONFRONT_S] = d.confront_abundance, d.confront_scarcity
+    P[OPP_TRUST], P[BLAME_LEVEL], P[BLAME_COST] = d.opportunity_trust, d.blame_level, d.blame_cost
+    P[EXCHANGE], P[OPPORTUNITY], P[MEMORY] = p.value.exchange, p.value.opportunity, p.value.memory
+    P[INTERESTS] = 1.0 if p.negotiation.interests else 0.0
+    P[CLAIM_S], P[REVENUE_SHARE] = p.value.claim_scarcity, p.value.revenue_share
+    P[W_DIV], P[DIV_REF], P[W_TENSION] = t.w_divergence, t.divergence_ref, t.w_tension
+    P[W_DISPUTE], P[VALUE_REF], P[W_VALUE] = t.w_dispute, t.value_ref, t.w_value
+    P[W_OPEN], P[OPEN_REF] = t.w_openness, t.openness_ref
+    P[TBIAS_A], P[TBIAS_S], P[TRUST_NOISE] = t.bias_abundance, t.bias_scarcity, t.noise
+    P[T_STEEP], P[T_RATE], P[T_ERODE] = t.steepness, t.rate, t.erode_rate
+    P[O_THRESHOLD], P[O_STEEP], P[O_RATE] = o.threshold, o.steepness, o.rate
+    P[OBIAS_A], P[OBIAS_S] = o.bias_abundance, o.bias_scarcity
+    P[CLOSE_BIAS], P[EXPECTATION] = p.patience.close_bias, p.value.expectation
+    P[W_BLAME], P[END_RATE] = p.patience.w_blame, p.patience.end_rate
+    P[TRUSTED], P[LEARN_RATE], P[LEARN_OPP] = mp.trusted_level, mp.learn_rate, mp.learn_opportunity
+    P[HURT_RATE], P[BETRAYAL] = mp.hurt_rate, mp.betrayal
+    P[CULTURE_PULL], P[PEER_PULL], P[CULTURE_FOLLOW] = mp.culture_pull, mp.peer_pull, \
+        mp.culture_follow
+    P[THETA_DOWN], P[THETA_UP] = mp.theta_down, mp.theta_up
+    P[USUAL] = max(1.0, p.ecosystem.mean_degree * p.ecosystem.individuals_per_organization)
+    P[IN_LEVEL], P[OUT_LEVEL], P[TREND] = r.in_level, r.out_level, r.trend
+    return P
+
+
+@njit(cache=True, inline="always")
+def sigmoid(z):
+    return 0.5 * (1.0 + np.tanh(0.5 * z))  # as kernel_numpy.sigmoid_: (1 + tanh(z/2)) / 2
+
+
+# 1. Talk ---------------------------------------------------------------------------------------
+@njit(cache=True)
+def talk(P, pp, i0, i1, O0, O1, has_z, z, deg, move, sumx):
+    """Perspectives move toward partners by mu * O_ji; without exchange they drift apart.
+    Also counts every person's ties (deg) for the experience weights of this step."""
+    n_ind, K = pp.shape
+    deg[:] = 0
+    move[:, :] = 0.0
+    sumx[:] = 0.0
+    for k in range(len(i0)):
+        a, b = i0[k], i1[k]
+        o0, o1 = O0[k], O1[k]
+        deg[a] += 1
+        deg[b] += 1
+        x = o0 * o1
+        sumx[a] += x
+        sumx[b] += x
+        for j in range(K):
+            diff = pp[b, j] - pp[a, j]
+            move[a, j] += o1 * diff
+            move[b, j] += -(o0 * diff)
+    mu, sd = P[MU], P[TALK_NOISE]
+    for i in range(n_ind):
+        inv = 1.0 / max(deg[i], 1)
+        f = mu * inv
+        drift = sd * (1.0 - sumx[i] * inv)
+        for j in range(K):
+            val = pp[i, j] + move[i, j] * f
+            if has_z:
+                val += drift * z[i, j]
+            pp[i, j] = min(max(val, 0.0), 1.0)
+
+
+# 2.-5., 3. Differences, blame, the pie and trust ----------------------------------------------
+@njit(cache=True)
+def differences_blame_value_trust(P, has_diff, counts, size, u_confront, u_find, has_z, z,
+                                  d_al, i0, i1, T0, T1, O0, O1, D, v, m, pp,
+                                  al_blames, al_opps, cnt, created, perc, quar, lev,
+                                  f_avoid, f_blame, f_opp, blame_n, opp_n):
+    """Per dyad, in the numpy path's order: a difference is confronted (tension cleared, an
+    opportunity with chance trust) or avoided (tension grows); tension past blame_level blows
+    up (trust x (1 - blame_cost)^n); value created and perceived; then both trust updates
+    T += r (S(k_T e) - T). Sums per alliance (dyads, value, quarrels, perceived levels) and per
+    person (quarrels, opportunities) are accumulated here."""
+    K = pp.shape[1]
+    bl, cost = P[BLAME_LEVEL], P[BLAME_COST]
+    interests = P[INTERESTS] > 0.0
+    j = 0  # position among the dyads with a difference this step
+    for k in range(len(d_al)):
+        al, a, b = d_al[k], i0[k], i1[k]
+        ma, mb = m[a], m[b]
+        x = O0[k] * O1[k]  # mutual exchange, from last step's openness
+        cnt[al] += 1
+        found = False
+        # 2. differences
+        if has_diff and counts[k] > 0:
+            ca = P[CONFRONT_A] if ma else P[CONFRONT_S]
+            cb = P[CONFRONT_A] if mb else P[CONFRONT_S]
+            closed = 1.0 - P[OPEN_TALK] * x
+            q = 1.0 - (1.0 - ca) * closed * (1.0 - cb) * closed
+            if u_confront[j] < q:
+                chance = 0.5 * (T0[k] + T1[k])
+                found = u_find[j] < chance
+                D[k] = 0.0
+            else:
+                D[k] += size[j]
+                f_avoid[al] = 1
+            j += 1
+            if found:
+                f_opp[al] = 1
+                opp_n[a] += 1.0
+                opp_n[b] += 1.0
+                if P[OPP_TRUST] > 0.0:
+                    T0[k] += P[OPP_TRUST] * (1.0 - T0[k])
+                    T1[k] += P[OPP_TRUST] * (1.0 - T1[k])
+        # blame
+        if D[k] > bl:
+            n = min(np.floor(D[k] / bl), MAXQ)
+            f = (1.0 - cost) ** n
+            T0[k] *= f
+            T1[k] *= f
+            D[k] = 0.0
+            f_blame[al] = 1
+            al_blames[al] += np.int64(n)
+            quar[al] += n
+            blame_n[a] += n
+            blame_n[b] += n
+        # 5. the pie: value created, claims, perceived value
+        flow = P[EXCHANGE] * x
+        if found:
+            flow += P[OPPORTUNITY]
+            al_opps[al] += 1
+        vk = v[k] * P[MEMORY] + flow
+        v[k] = vk
+        if interests:
+            c0 = 0.5
+            c1 = 0.5
+        else:
+            c0 = 0.5 if ma else P[CLAIM_S]
+            c1 = 0.5 if mb else P[CLAIM_S]
+        total = c0 + c1
+        den = max(1.0, total)
+        s0 = c0 / den * (1.0 if ma else P[REVENUE_SHARE])
+        s1 = c1 / den * (1.0 if mb else P[REVENUE_SHARE])
+        created[al] += flow
+        perc[al] += (s0 + s1) * flow
+        pv0 = s0 * (2.0 * vk)
+        pv1 = s1 * (2.0 * vk)
+        lev[al, 0] += pv0
+        lev[al, 1] += pv1
+        over = max(total - 1.0, 0.0)
+        # 3. trust, from the partner's (last step's) openness
+        dsum = 0.0
+        for kk in range(K):
+            dsum += abs(pp[a, kk] - pp[b, kk])
+        d = dsum / K
+        common = P[W_DIV] * (d - P[DIV_REF])
+        common += P[W_TENSION] * D[k]
+        common += P[W_DISPUTE] * over
+        e0 = (pv0 - P[VALUE_REF]) * P[W_VALUE]
+        e0 += P[W_OPEN] * (O1[k] - P[OPEN_REF])
+        e0 -= common
+        e0 += P[TBIAS_A] if ma else P[TBIAS_S]
+        e1 = (pv1 - P[VALUE_REF]) * P[W_VALUE]
+        e1 += P[W_OPEN] * (O0[k] - P[OPEN_REF])
+        e1 -= common
+        e1 += P[TBIAS_A] if mb else P[TBIAS_S]
+        if has_z:
+            e0 += P[TRUST_NOISE] * z[0, k]
+            e1 += P[TRUST_NOISE] * z[1, k]
+        e0 = sigmoid(e0 * P[T_STEEP]) - T0[k]
+        e1 = sigmoid(e1 * P[T_STEEP]) - T1[k]
+        T0[k] += e0 * (P[T_RATE] if e0 > 0.0 else P[T_ERODE])
+        T1[k] += e1 * (P[T_RATE] if e1 > 0.0 else P[T_ERODE])
+
+
+# 6. Patience -----------------------------------------------------------------------------------
+@njit(cache=True)
+def patience(P, step, al_ended, al_org, horizon, cnt, quar, lev, created, perc, split,
+             al_value, al_perceived, al_unsat, al_grievance, al_regime, has_end, u_end, gone):
+    """Per alliance: the value created by kind and perceived; each side's grievance g and
+    dissatisfaction u <- u + (g - u)/H; the ending hazard end_rate u^2 g per side and the
+    ending draw. Returns (value created this step, alliances ended)."""
+    E = P[EXPECTATION]
+    flow_sum = 0.0
+    j = 0
+    n_end = 0
+    for al in range(len(al_ended)):
+        flow_sum += created[al]
+        for kind in range(al_value.shape[1]):
+            al_value[al, kind] += created[al] * split[kind]
+        al_perceived[al] += perc[al]
+        act = al_ended[al] < 0
+        c = max(cnt[al], 1)
+        q = quar[al] / c
+        for side in range(2):
+            if E > 0.0:
+                short = min(max(1.0 - (lev[al, side] / c) / E, 0.0), 1.0)
+            else:
+                short = 0.0
+            g = min(1.0, short + P[W_BLAME] * q)
+            if act:
+                al_grievance[al, side] = g
+                u = al_unsat[al, side]
+                al_unsat[al, side] = u + (g - u) / horizon[al_org[al, side]]
+            else:
+                al_grievance[al, side] = 0.0
+        gone[al] = 0
+        if has_end and act:
+            h0 = P[END_RATE] * al_unsat[al, 0] ** 2 * al_grievance[al, 0]
+            h1 = P[END_RATE] * al_unsat[al, 1] ** 2 * al_grievance[al, 1]
+            if u_end[j] < 1.0 - (1.0 - h0) * (1.0 - h1):
+                gone[al] = 1
+                al_ended[al] = step
+                al_regime[al] = OUT
+                n_end += 1
+            j += 1
+    return flow_sum, n_end
+
+
+# 4., 12., 8., 7. Openness, summaries, endings, mindset -----------------------------------------
+@njit(cache=True)
+def openness_mindset(P, d_al, i0, i1, T0, T1, O0, O1, D, v, m, a, pp, org, culture,
+                     al_unsat, cnt, gone, n_end, al_trust, al_open, al_tension, al_level,
+                     sums, deg, deg_post, blame_n, opp_n, hurt_n, good, peer, org_sum,
+                     org_cnt, ind_to_scarcity, ind_to_abundance, flips):
+    """Openness O += rate (S(k_O (T - theta_O) + b + close_bias u) - O) on every tie; the
+    alliance summaries; the ties of ended alliances dropped (the kept ones moved down in
+    place); each person's experiences and latent abundance, flips with hysteresis; cultures
+    follow their people. Returns the number of ties kept (dyads)."""
+    n_al = len(cnt)
+    sums[:, :] = 0.0
+    deg_post[:] = 0
+    hurt_n[:] = 0.0
+    good[:] = 0.0
+    peer[:] = 0.0
+    tl = P[TRUSTED]
+    j = 0
+    for k in range(len(d_al)):
+        al, ia, ib = d_al[k], i0[k], i1[k]
+        t0, t1 = T0[k], T1[k]
+        # 4. openness, from this step's trust
+        z0 = (t0 - P[O_THRESHOLD]) * P[O_STEEP]
+        z0 += P[OBIAS_A] if m[ia] else P[OBIAS_S]
+        z0 += P[CLOSE_BIAS] * al_unsat[al, 0]
+        z1 = (t1 - P[O_THRESHOLD]) * P[O_STEEP]
+        z1 += P[OBIAS_A] if m[ib] else P[OBIAS_S]
+        z1 += P[CLOSE_BIAS] * al_unsat[al, 1]
+        o0 = O0[k] + (sigmoid(z0) - O0[k]) * P[O_RATE]
+        o1 = O1[k] + (sigmoid(z1) - O1[k]) * P[O_RATE]
+        # 12. summaries (before the endings: an ended alliance keeps its last state)
+        sums[al, 0] += t0 + t1
+        sums[al, 1] += o0 + o1
+        sums[al, 2] += D[k]
+        sums[al, 3] += v[k]
+        if n_end > 0 and gone[al]:  # 8. an ending hurts both people of the tie
+            hurt_n[ia] += 1.0
+            hurt_n[ib] += 1.0
+            continue
+        # 7. experiences on the ties that remain
+        if t0 > tl:
+            good[ia] += 1.0
+        if t1 > tl:
+            good[ib] += 1.0
+        peer[ia] += t0 * (a[ib] - a[ia])
+        peer[ib] += t1 * (a[ia] - a[ib])
+        deg_post[ia] += 1
+        deg_post[ib] += 1
+        if j != k:
+            d_al[j], i0[j], i1[j] = al, ia, ib
+            T0[j], T1[j], D[j], v[j] = t0, t1, D[k], v[k]
+        O0[j], O1[j] = o0, o1
+        j += 1
+    for al in range(n_al):
+        if cnt[al] > 0:
+            c = cnt[al]
+            al_trust[al] = sums[al, 0] / (2 * c)
+            al_open[al] = sums[al, 1] / (2 * c)
+            al_tension[al] = sums[al, 2] / c
+            al_level[al] = sums[al, 3] / c
+    # 7. mindset
+    org_sum[:] = 0.0
+    org_cnt[:] = 0
+    flips[:] = 0
+    usual = P[USUAL]
+    for i in range(len(a)):
+        ew = 1.0 / max(deg[i], usual)  # experiences of this step, as shares of one's ties
+        ew_post = 1.0 / max(deg_post[i], usual)
+        g = good[i] * ew_post
+        pull = peer[i] * (1.0 / max(deg_post[i], 1))
+        climb = P[LEARN_RATE] * (g + P[LEARN_OPP] * (opp_n[i] * ew))
+        fall = P[HURT_RATE] * (blame_n[i] * ew) + P[BETRAYAL] * (hurt_n[i] * ew)
+        ai = a[i]
+        o = org[i]
+        ai += (climb * (1.0 - ai) - min(fall, 1.0) * ai + P[CULTURE_PULL] * (culture[o] - ai)
+               + P[PEER_PULL] * pull)
+        ai = min(max(ai, 0.0), 1.0)
+        a[i] = ai
+        if m[i]:
+            if not ai >= P[THETA_DOWN]:
+                m[i] = False
+                ind_to_scarcity[i] += 1
+                flips[i] = -1
+        elif ai > P[THETA_UP]:
+            m[i] = True
+            ind_to_abundance[i] += 1
+            flips[i] = 1
+        org_sum[o] += ai
+        org_cnt[o] += 1
+    for o in range(len(culture)):
+        culture[o] += P[CULTURE_FOLLOW] * (org_sum[o] / max(org_cnt[o], 1) - culture[o])
+    return j
+
+
+# 12. Regimes -----------------------------------------------------------------------------------
+@njit(cache=True)
+def classify(P, step, al_ended, al_trust, al_open, al_hist, al_regime):
+    """Score (trust + openness)/2 and its trend over the window; ended alliances: spiral-out."""
+    w1 = al_hist.shape[1]
+    now, past = step % w1, (step + 1) % w1
+    for al in range(len(al_ended)):
+        score = 0.5 * (al_trust[al] + al_open[al])
+        if al_ended[al] < 0:
+            al_hist[al, now] = score
+            trend = score - al_hist[al, past]
+            if score >= P[IN_LEVEL] and trend >= -P[TREND]:
+                al_regime[al] = 1
+            elif score <= P[OUT_LEVEL] and trend <= P[TREND]:
+                al_regime[al] = -1
+            else:
+                al_regime[al] = 0
+        else:
+            al_regime[al] = -1
+
+
+# Metrics ---------------------------------------------------------------------------------------
+@njit(cache=True)
+def _find(parent, i):
+    while parent[i] != i:
+        parent[i] = parent[parent[i]]
+        i = parent[i]
+    return i
+
+
+@njit(cache=True)
+def _series(level, n_org, al_regime, al_ended, al_trust, al_open, al_value, al_perceived,
+            al_unsat, al_org, a, m, D, pp, i0, i1, parent, size):
+    n = len(al_regime)
+    n_in = n_out = n_und = n_end = 0
+    st = so = sta = su = 0.0
+    for al in range(n):
+        r = al_regime[al]
+        if r == 1:
+            n_in += 1
+        elif r == -1:
+            n_out += 1
+        else:
+            n_und += 1
+        st += al_trust[al]
+        so += al_open[al]
+        if al_ended[al] >= 0:
+            n_end += 1
+        else:
+            sta += al_trust[al]
+            su += al_unsat[al, 0] + al_unsat[al, 1]
+    val = 0.0
+    for al in range(n):
+        for kind in range(al_value.shape[1]):
+            val += al_value[al, kind]
+    per = 0.0
+    for al in range(n):
+        per += al_perceived[al]
+    sa = 0.0
+    sm = 0
+    for i in range(len(a)):
+        sa += a[i]
+        sm += 1 if m[i] else 0
+    sd = 0.0
+    for k in range(len(D)):
+        sd += D[k]
+    K = pp.shape[1]
+    sdiv = 0.0
+    for k in range(len(i0)):
+        dk = 0.0
+        for kk in range(K):
+            dk += abs(pp[i0[k], kk] - pp[i1[k], kk])
+        sdiv += dk / K
+    # the largest component of organizations joined by trusting active alliances (union-find)
+    for o in range(n_org):
+        parent[o] = o
+        size[o] = 1
+    biggest = 1
+    for al in range(n):
+        if al_ended[al] < 0 and al_trust[al] > level:
+            x = _find(parent, al_org[al, 0])
+            y = _find(parent, al_org[al, 1])
+            if x != y:
+                if size[x] < size[y]:
+                    x, y = y, x
+                parent[y] = x
+                size[x] += size[y]
+                biggest = max(biggest, size[x])
+    return (n_in, n_out, n_und, n_end, st, so, sta, su, val, per, sa, sm, sd, sdiv, biggest)
+
+
+def series(s: State, p) -> dict:
+    """The state's metrics of metrics.step_metrics, from one compiled pass."""
+    sc = _scratch(s)
+    (n_in, n_out, n_und, n_end, st, so, sta, su, val, per, sa, sm, sd, sdiv,
+     biggest) = _series(p.mindset.trusted_level, s.n_org, s.al_regime, s.al_ended, s.al_trust,
+                        s.al_open, s.al_value, s.al_perceived, s.al_unsat, s.al_org, s.a, s.m,
+                        s.D, s.p, s.d_ind[0], s.d_ind[1], sc.org_i, sc.org_j)
+    n, n_d, n_ind = s.n_al, len(s.D), s.n_ind
+    act = n - n_end
+    return {
+        "mean_trust": st / n if n else 0.0,
+        "mean_openness": so / n if n else 0.0,
+        "mean_trust_active": sta / act if act else 0.0,
+        "share_spiral_in": n_in / n if n else 0.0,
+        "share_spiral_out": n_out / n if n else 0.0,
+        "share_undecided": n_und / n if n else 1.0,
+        "value_created": val,
+        "value_perceived": per,
+        "alliances_active": act,
+        "alliances_formed": n,
+        "alliances_ended": n_end,
+        "mean_abundance": sa / n_ind,
+        "share_abundance_mindset": sm / n_ind,
+        "mean_tension": sd / n_d if n_d else 0.0,
+        "mean_divergence": sdiv / n_d if n_d else 0.0,
+        "trusting_component": biggest / s.n_org,
+        "mean_dissatisfaction": su / (2 * act) if act else 0.0,
+    }
+
+
+# Scratch arrays --------------------------------------------------------------------------------
+class Scratch:
+    """Work arrays of one state, reused from step to step (grown, never shrunk, as it grows).
+    Every array is sized by capacity and used through views of the current size."""
+
+    def __init__(self):
+        self.cap = {}
+        self.bufs = {}
+
+    def get(self, key, shape, dtype=np.float64):
+        shape = tuple(int(x) for x in shape)
+        size = int(np.prod(shape))
+        buf = self.bufs.get(key)
+        if buf is None or buf.size < size or buf.dtype != dtype:
+            buf = np.empty(max(size + size // 4, 16), dtype)
+            self.bufs[key] = buf
+        return buf[:size].reshape(shape)
+
+    def nbytes(self) -> int:
+        return sum(b.nbytes for b in self.bufs.values())
+
+    @property
+    def org_i(self):
+        return self._org_i
+
+    @property
+    def org_j(self):
+        return self._org_j
+
+
+def _scratch(s: State) -> Scratch:
+    sc = s.__dict__.get("_kernel_scratch")
+    if sc is None:
+        sc = Scratch()
+        s.__dict__["_kernel_scratch"] = sc
+    sc._org_i = sc.get("org_i", (s.n_org,), np.int64)
+    sc._org_j = sc.get("org_j", (s.n_org,), np.int64)
+    return sc
+
+
+def scratch_bytes(s: State) -> int:
+    sc = s.__dict__.get("_kernel_scratch")
+    return 0 if sc is None else sc.nbytes()
+
+
+_EMPTY_F = np.zeros(0)
+_EMPTY_F2 = np.zeros((0, 0))
+_EMPTY_I = np.zeros(0, np.int64)
+
+
+def _split(p) -> np.ndarray:
+    split = np.full(len(VALUE_KINDS), (1.0 - p.value.revenue_share) / (len(VALUE_KINDS) - 1))
+    split[0] = p.value.revenue_share
+    return split
+
+
+def step(s: State, p, rng) -> knp.Events:
+    """One step, as kernel_numpy.step, in fused compiled loops."""
+    noise = p.noise.enabled
+    sc = _scratch(s)
+    dr = knp.draw_step(s, p, rng, noise, buffers=sc.get)
+    P = pack(p)
+    s.step += 1
+    ev = knp.Events()
+    n_ind, K = s.p.shape
+    n_al, n_org = s.n_al, s.n_org
+    i0, i1 = s.d_ind[0], s.d_ind[1]
+    T0, T1, O0, O1 = s.T[0], s.T[1], s.O[0], s.O[1]
+    deg = sc.get("deg", (n_ind,), np.int64)
+    f = sc.get
+    has_talk = dr.talk is not None
+    talk(P, s.p, i0, i1, O0, O1, has_talk, dr.talk if has_talk else _EMPTY_F2, deg,
+         f("move", (n_ind, K)), f("sumx", (n_ind,)))
+    cnt = f("cnt", (n_al,), np.int64)
+    cnt[:] = 0
+    created, perc, quar = f("created", (n_al,)), f("perc", (n_al,)), f("quar", (n_al,))
+    lev = f("lev", (n_al, 2))
+    flags = f("flags", (3, n_al), np.uint8)
+    for arr in (created, perc, quar, lev, flags):
+        arr[...] = 0
+    blame_n, opp_n = f("blame_n", (n_ind,)), f("opp_n", (n_ind,))
+    blame_n[:] = 0.0
+    opp_n[:] = 0.0
+    has_diff = dr.idx is not None
+    has_tz = dr.trust is not None
+    differences_blame_value_trust(
+        P, has_diff, dr.counts if has_diff else _EMPTY_I, dr.size if has_diff else _EMPTY_F,
+        dr.confront if has_diff else _EMPTY_F, dr.find if has_diff else _EMPTY_F,
+        has_tz, dr.trust if has_tz else _EMPTY_F2, s.d_al, i0, i1, T0, T1, O0, O1, s.D, s.v,
+        s.m, s.p, s.al_blames, s.al_opps, cnt, created, perc, quar, lev,
+        flags[0], flags[1], flags[2], blame_n, opp_n)
+    gone = f("gone", (n_al,), np.uint8)
+    has_end = dr.ending is not None
+    ev.value_flow, n_end = patience(
+        P, s.step, s.al_ended, s.al_org, s.horizon, cnt, quar, lev, created, perc, _split(p),
+        s.al_value, s.al_perceived, s.al_unsat, s.al_grievance, s.al_regime, has_end,
+        dr.ending if has_end else _EMPTY_F, gone)
+    flips = f("flips", (n_ind,), np.int8)
+    kept = openness_mindset(
+        P, s.d_al, i0, i1, T0, T1, O0, O1, s.D, s.v, s.m, s.a, s.p, s.org, s.culture,
+        s.al_unsat, cnt, gone, n_end, s.al_trust, s.al_open, s.al_tension, s.al_level,
+        f("sums", (n_al, 4)), deg, f("deg_post", (n_ind,), np.int64), blame_n, opp_n,
+        f("hurt_n", (n_ind,)), f("good", (n_ind,)), f("peer", (n_ind,)),
+        f("org_sum", (n_org,)), f("org_cnt", (n_org,), np.int64), s.ind_to_scarcity,
+        s.ind_to_abundance, flips)
+    if flags[0].any():
+        ev.avoided = np.flatnonzero(flags[0])
+    if flags[1].any():
+        ev.blamed = np.flatnonzero(flags[1])
+    if flags[2].any():
+        ev.opportunities = np.flatnonzero(flags[2])
+    if flips.any():
+        ev.to_scarcity = np.flatnonzero(flips == -1)
+        ev.to_abundance = np.flatnonzero(flips == 1)
+    if n_end:
+        ev.ended = np.flatnonzero(gone)
+        s.d_al, s.D, s.v = s.d_al[:kept], s.D[:kept], s.v[:kept]
+        s.d_ind, s.T, s.O = s.d_ind[:, :kept], s.T[:, :kept], s.O[:, :kept]
+        s.changed_ties()
+    if noise:
+        knp.form_alliances(s, p, rng, ev)
+    classify(P, s.step, s.al_ended, s.al_trust, s.al_open, s.al_hist, s.al_regime)
+    return ev
+
+
+__all__ = ["INDEX", "pack", "series", "step"]
