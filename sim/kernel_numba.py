@@ -26,7 +26,7 @@ import numpy as np
 from numba import njit
 
 from . import kernel_numpy as knp
-from .state import INDEX, OUT, VALUE_KINDS, State
+from .state import INDEX, OUT, VALUE_KINDS, State, initial_trust, new_alliances
 
 # The parameters, packed into one float vector per step (names as in docs/model.md).
 (MU, TALK_NOISE, OPEN_TALK, CONFRONT_A, CONFRONT_S, OPP_TRUST, BLAME_LEVEL, BLAME_COST,
@@ -441,10 +441,11 @@ def _series(level, n_org, al_regime, al_ended, al_trust, al_open, al_value, al_p
 def series(s: State, p) -> dict:
     """The state's metrics of metrics.step_metrics, from one compiled pass."""
     sc = _scratch(s)
+    oi = sc.get("oi", (s.n_org, 2), np.int64)
     (n_in, n_out, n_und, n_end, st, so, sta, su, val, per, sa, sm, sd, sdiv,
      biggest) = _series(p.mindset.trusted_level, s.n_org, s.al_regime, s.al_ended, s.al_trust,
                         s.al_open, s.al_value, s.al_perceived, s.al_unsat, s.al_org, s.a, s.m,
-                        s.D, s.p, s.d_ind[0], s.d_ind[1], sc.org_i, sc.org_j)
+                        s.D, s.p, s.d_ind[0], s.d_ind[1], oi[:, 0], oi[:, 1])
     n, n_d, n_ind = s.n_al, len(s.D), s.n_ind
     act = n - n_end
     return {
@@ -468,47 +469,257 @@ def series(s: State, p) -> dict:
     }
 
 
-# Scratch arrays --------------------------------------------------------------------------------
+# The step ---------------------------------------------------------------------------------------
+# Work arrays, packed by what they are indexed by: per person (floats, ints), per alliance
+# (floats, ints), per organization.
+SUMX, BLAME_N, OPP_N, HURT_N, GOOD, PEER, N_PF = range(7)
+DEG, DEG_POST, FLIP, N_PI = range(4)
+CREATED, PERC, QUAR, LEV0, LEV1, SUM_T, SUM_O, SUM_D, SUM_V, N_AF = range(10)
+CNT, AVOIDED, BLAMED, OPPS, GONE, N_AI = range(6)
+
+
+@njit(cache=True)
+def ties_step(P, step, split, has_talk, z_talk, has_diff, counts, size, u_confront, u_find,
+              has_tz, z_trust, has_end, u_end, d_al, d_ind, T, O, D, v, m, a, pp, org,
+              culture, horizon, al_org, al_ended, al_blames, al_opps, al_value, al_perceived,
+              al_unsat, al_grievance, al_regime, al_trust, al_open, al_tension, al_level,
+              ind_to_scarcity, ind_to_abundance, pf, pi, move, af, ai, of):
+    """Talk to mindset, in the numpy path's order (kernel_numpy.step), for every tie.
+    Returns (value created, alliances ended, dyads kept, alliances with an avoided difference,
+    with blame, with an opportunity; people who flipped)."""
+    pf[:, :] = 0.0
+    pi[:, :] = 0
+    af[:, :] = 0.0
+    ai[:, :] = 0
+    i0, i1, T0, T1, O0, O1 = d_ind[0], d_ind[1], T[0], T[1], O[0], O[1]
+    talk(P, pp, i0, i1, O0, O1, has_talk, z_talk, pi[:, DEG], move, pf[:, SUMX])
+    lev = af[:, LEV0:LEV1 + 1]
+    differences_blame_value_trust(
+        P, has_diff, counts, size, u_confront, u_find, has_tz, z_trust, d_al, i0, i1, T0, T1,
+        O0, O1, D, v, m, pp, al_blames, al_opps, ai[:, CNT], af[:, CREATED], af[:, PERC],
+        af[:, QUAR], lev, ai[:, AVOIDED], ai[:, BLAMED], ai[:, OPPS], pf[:, BLAME_N],
+        pf[:, OPP_N])
+    flow, n_end = patience(P, step, al_ended, al_org, horizon, ai[:, CNT], af[:, QUAR], lev,
+                           af[:, CREATED], af[:, PERC], split, al_value, al_perceived, al_unsat,
+                           al_grievance, al_regime, has_end, u_end, ai[:, GONE])
+    kept = openness_mindset(
+        P, d_al, i0, i1, T0, T1, O0, O1, D, v, m, a, pp, org, culture, al_unsat, ai[:, CNT],
+        ai[:, GONE], n_end, al_trust, al_open, al_tension, al_level, af[:, SUM_T:SUM_V + 1],
+        pi[:, DEG], pi[:, DEG_POST], pf[:, BLAME_N], pf[:, OPP_N], pf[:, HURT_N], pf[:, GOOD],
+        pf[:, PEER], of[:, 0], of[:, 1], ind_to_scarcity, ind_to_abundance, pi[:, FLIP])
+    n_avoid = n_blamed = n_opp = 0
+    for al in range(len(al_ended)):
+        n_avoid += ai[al, AVOIDED]
+        n_blamed += ai[al, BLAMED]
+        n_opp += ai[al, OPPS]
+    n_flip = 0
+    for i in range(len(a)):
+        n_flip += abs(pi[i, FLIP])
+    return flow, n_end, kept, n_avoid, n_blamed, n_opp, n_flip
+
+
+# 8. Formation ----------------------------------------------------------------------------------
+@njit(cache=True)
+def formation_start(al_ended, al_org, al_trust, n_org, ao, at, rep, cnt):
+    """The active alliances' organizations and trust (ao, at: the first k rows) and every
+    organization's reputation, the mean trust of its active alliances (0.5 with none)."""
+    k = 0
+    cnt[:] = 0.0
+    rep[:] = 0.0
+    for al in range(len(al_ended)):
+        if al_ended[al] < 0:
+            ao[k, 0], ao[k, 1] = al_org[al, 0], al_org[al, 1]
+            at[k] = al_trust[al]
+            for side in range(2):
+                o = al_org[al, side]
+                cnt[o] += 1.0
+                rep[o] += al_trust[al]
+            k += 1
+    for o in range(n_org):
+        rep[o] = rep[o] / max(cnt[o], 1.0) if cnt[o] > 0 else 0.5
+    return k
+
+
+@njit(cache=True)
+def formation_choices(ao, at, k, a, trusted, closure, rep, partners, via, reach, cand, free, w):
+    """For organization a: its partners; with closure, the partners of its trusted partners
+    that are not yet its partners (cand); the organizations free to ally with and the
+    cumulative weights rep + 0.05 to choose among them. Returns (len(cand), len(free))."""
+    n = len(rep)
+    partners[:] = False
+    for r in range(k):
+        if ao[r, 0] == a or ao[r, 1] == a:
+            partners[ao[r, 0]] = True
+            partners[ao[r, 1]] = True
+    partners[a] = True
+    n_cand = 0
+    if closure:
+        via[:] = False
+        any_via = False
+        for r in range(k):
+            if (ao[r, 0] == a or ao[r, 1] == a) and at[r] > trusted:
+                for side in range(2):
+                    o = ao[r, side]
+                    if o != a:
+                        via[o] = True
+                        any_via = True
+        if any_via:
+            reach[:] = False
+            for r in range(k):
+                if via[ao[r, 0]] or via[ao[r, 1]]:
+                    reach[ao[r, 0]] = True
+                    reach[ao[r, 1]] = True
+            for o in range(n):
+                if reach[o] and not partners[o]:
+                    cand[n_cand] = o
+                    n_cand += 1
+    n_free = 0
+    acc = 0.0
+    for o in range(n):
+        if not partners[o]:
+            free[n_free] = o
+            acc += rep[o] + 0.05
+            w[n_free] = acc
+            n_free += 1
+    return n_cand, n_free
+
+
+def form_alliances(s: State, p, rng, ev: knp.Events, sc) -> None:
+    """kernel_numpy.form_alliances with its array work compiled: the same draws in the same
+    order, the same choices."""
+    n_new = rng.poisson(p.formation.rate)
+    if n_new == 0:
+        return
+    n = s.n_org
+    g = sc.get
+    n_al = s.n_al
+    ao, at = g("f_ao", (n_al + n_new, 2), np.int64), g("f_at", (n_al + n_new,))
+    rep = g("f_rep", (n,))
+    k = formation_start(s.al_ended, s.al_org, s.al_trust, n, ao, at, rep, g("f_cnt", (n,)))
+    bools = g("f_bool", (3, n), np.bool_)
+    cand, free, w = g("f_cand", (n,), np.int64), g("f_free", (n,), np.int64), g("f_w", (n,))
+    t0 = initial_trust(p)
+    closure, trusted = p.formation.closure, p.mindset.trusted_level
+    new_pairs = []
+    for _ in range(n_new):
+        a = int(rng.integers(n))
+        use = rng.random() < closure
+        n_cand, n_free = formation_choices(ao, at, k, a, trusted, use, rep, bools[0], bools[1],
+                                           bools[2], cand, free, w)
+        if n_cand:
+            b = int(cand[rng.integers(n_cand)])
+        else:
+            if n_free == 0:
+                continue
+            ww = w[:n_free]
+            b = int(free[min(np.searchsorted(ww, rng.random() * ww[-1], side="right"),
+                             n_free - 1)])
+        new_pairs.append((min(a, b), max(a, b)))
+        ao[k] = a, b
+        at[k] = t0
+        k += 1
+    if new_pairs:
+        ev.formed = add_alliances(s, p, np.array(new_pairs, np.int64), rng, sc)
+
+
+_TIE_ROWS = ("T", "O", "d_ind")  # (2, n_d) arrays: dyads along the last axis
+
+
+def add_alliances(s: State, p, pairs: np.ndarray, rng, sc) -> np.ndarray:
+    """kernel_numpy.add_alliances, appending into arrays with room to grow (no copy of the
+    ties when the room suffices)."""
+    start = s.n_al
+    al, d_al, d_ind, ties = new_alliances(s, p, pairs, rng)
+    for name, arr in al.items():
+        _append(s, sc, name, arr)
+    _append(s, sc, "d_al", (d_al + start).astype(s.d_al.dtype))
+    _append(s, sc, "d_ind", d_ind.astype(s.d_ind.dtype))
+    for name in ("T", "O", "D", "v"):
+        _append(s, sc, name, ties[name])
+    s.changed_ties()
+    return np.arange(start, start + len(pairs))
+
+
+def _append(s: State, sc, name: str, new: np.ndarray) -> None:
+    """s.<name> = concatenate([s.<name>, new]) along the alliance or dyad axis, in place when
+    the buffer behind s.<name> has room (grown by a quarter when it has not)."""
+    cur = getattr(s, name)
+    axis = 1 if name in _TIE_ROWS else 0
+    n, k = cur.shape[axis], new.shape[axis]
+    rec = sc.grown.get(name)
+    if rec is not None and rec[1] is cur and rec[0].shape[axis] >= n + k \
+            and rec[0].dtype == cur.dtype:
+        buf = rec[0]
+    else:
+        shape = list(cur.shape)
+        shape[axis] = (n + k) + (n + k) // 4 + 16
+        buf = np.empty(shape, cur.dtype)
+        if axis:
+            buf[:, :n] = cur
+        else:
+            buf[:n] = cur
+    if axis:
+        buf[:, n:n + k] = new
+        view = buf[:, :n + k]
+    else:
+        buf[n:n + k] = new
+        view = buf[:n + k]
+    setattr(s, name, view)
+    sc.grown[name] = (buf, view)
+
+
+def _truncate(s: State, sc, kept: int) -> None:
+    """Keep the first `kept` dyads (those moved down in place by openness_mindset)."""
+    for name in ("d_al", "D", "v", "d_ind", "T", "O"):
+        cur = getattr(s, name)
+        view = cur[:, :kept] if name in _TIE_ROWS else cur[:kept]
+        rec = sc.grown.get(name)
+        if rec is not None and rec[1] is cur:
+            sc.grown[name] = (rec[0], view)
+        setattr(s, name, view)
+    s.changed_ties()
+
+
 class Scratch:
-    """Work arrays of one state, reused from step to step (grown, never shrunk, as it grows).
-    Every array is sized by capacity and used through views of the current size."""
+    """Work arrays of one state, reused from step to step: allocated with room to grow (a
+    quarter more), used through views of the current sizes, re-viewed only when a size
+    changes. No tie-sized array is allocated per step."""
 
     def __init__(self):
-        self.cap = {}
-        self.bufs = {}
+        self.bufs: dict[str, np.ndarray] = {}
+        self.views: dict[str, tuple] = {}
+        self.grown: dict[str, tuple] = {}  # state arrays with room: name -> (buffer, view)
 
     def get(self, key, shape, dtype=np.float64):
-        shape = tuple(int(x) for x in shape)
-        size = int(np.prod(shape))
+        hit = self.views.get(key)
+        if hit is not None and hit[0] == shape:
+            return hit[1]
+        size = 1
+        for x in shape:
+            size *= int(x)
         buf = self.bufs.get(key)
         if buf is None or buf.size < size or buf.dtype != dtype:
             buf = np.empty(max(size + size // 4, 16), dtype)
             self.bufs[key] = buf
-        return buf[:size].reshape(shape)
+        view = buf[:size].reshape(shape)
+        self.views[key] = (shape, view)
+        return view
 
     def nbytes(self) -> int:
-        return sum(b.nbytes for b in self.bufs.values())
-
-    @property
-    def org_i(self):
-        return self._org_i
-
-    @property
-    def org_j(self):
-        return self._org_j
+        """Bytes of the work arrays and of the spare room behind the state's arrays."""
+        spare = sum(buf.nbytes - view.nbytes for buf, view in self.grown.values())
+        return sum(b.nbytes for b in self.bufs.values()) + spare
 
 
 def _scratch(s: State) -> Scratch:
     sc = s.__dict__.get("_kernel_scratch")
     if sc is None:
-        sc = Scratch()
-        s.__dict__["_kernel_scratch"] = sc
-    sc._org_i = sc.get("org_i", (s.n_org,), np.int64)
-    sc._org_j = sc.get("org_j", (s.n_org,), np.int64)
+        sc = s.__dict__["_kernel_scratch"] = Scratch()
     return sc
 
 
 def scratch_bytes(s: State) -> int:
+    """Bytes of the compiled path's work arrays for this state (0 before its first step)."""
     sc = s.__dict__.get("_kernel_scratch")
     return 0 if sc is None else sc.nbytes()
 
@@ -533,62 +744,37 @@ def step(s: State, p, rng) -> knp.Events:
     s.step += 1
     ev = knp.Events()
     n_ind, K = s.p.shape
-    n_al, n_org = s.n_al, s.n_org
-    i0, i1 = s.d_ind[0], s.d_ind[1]
-    T0, T1, O0, O1 = s.T[0], s.T[1], s.O[0], s.O[1]
-    deg = sc.get("deg", (n_ind,), np.int64)
-    f = sc.get
-    has_talk = dr.talk is not None
-    talk(P, s.p, i0, i1, O0, O1, has_talk, dr.talk if has_talk else _EMPTY_F2, deg,
-         f("move", (n_ind, K)), f("sumx", (n_ind,)))
-    cnt = f("cnt", (n_al,), np.int64)
-    cnt[:] = 0
-    created, perc, quar = f("created", (n_al,)), f("perc", (n_al,)), f("quar", (n_al,))
-    lev = f("lev", (n_al, 2))
-    flags = f("flags", (3, n_al), np.uint8)
-    for arr in (created, perc, quar, lev, flags):
-        arr[...] = 0
-    blame_n, opp_n = f("blame_n", (n_ind,)), f("opp_n", (n_ind,))
-    blame_n[:] = 0.0
-    opp_n[:] = 0.0
+    n_al = s.n_al
+    g = sc.get
+    pf, pi, af, ai = (g("pf", (n_ind, N_PF)), g("pi", (n_ind, N_PI), np.int64),
+                      g("af", (n_al, N_AF)), g("ai", (n_al, N_AI), np.int64))
     has_diff = dr.idx is not None
-    has_tz = dr.trust is not None
-    differences_blame_value_trust(
-        P, has_diff, dr.counts if has_diff else _EMPTY_I, dr.size if has_diff else _EMPTY_F,
+    flow, n_end, kept, n_avoid, n_blamed, n_opp, n_flip = ties_step(
+        P, s.step, _split(p), dr.talk is not None, _EMPTY_F2 if dr.talk is None else dr.talk,
+        has_diff, dr.counts if has_diff else _EMPTY_I, dr.size if has_diff else _EMPTY_F,
         dr.confront if has_diff else _EMPTY_F, dr.find if has_diff else _EMPTY_F,
-        has_tz, dr.trust if has_tz else _EMPTY_F2, s.d_al, i0, i1, T0, T1, O0, O1, s.D, s.v,
-        s.m, s.p, s.al_blames, s.al_opps, cnt, created, perc, quar, lev,
-        flags[0], flags[1], flags[2], blame_n, opp_n)
-    gone = f("gone", (n_al,), np.uint8)
-    has_end = dr.ending is not None
-    ev.value_flow, n_end = patience(
-        P, s.step, s.al_ended, s.al_org, s.horizon, cnt, quar, lev, created, perc, _split(p),
-        s.al_value, s.al_perceived, s.al_unsat, s.al_grievance, s.al_regime, has_end,
-        dr.ending if has_end else _EMPTY_F, gone)
-    flips = f("flips", (n_ind,), np.int8)
-    kept = openness_mindset(
-        P, s.d_al, i0, i1, T0, T1, O0, O1, s.D, s.v, s.m, s.a, s.p, s.org, s.culture,
-        s.al_unsat, cnt, gone, n_end, s.al_trust, s.al_open, s.al_tension, s.al_level,
-        f("sums", (n_al, 4)), deg, f("deg_post", (n_ind,), np.int64), blame_n, opp_n,
-        f("hurt_n", (n_ind,)), f("good", (n_ind,)), f("peer", (n_ind,)),
-        f("org_sum", (n_org,)), f("org_cnt", (n_org,), np.int64), s.ind_to_scarcity,
-        s.ind_to_abundance, flips)
-    if flags[0].any():
-        ev.avoided = np.flatnonzero(flags[0])
-    if flags[1].any():
-        ev.blamed = np.flatnonzero(flags[1])
-    if flags[2].any():
-        ev.opportunities = np.flatnonzero(flags[2])
-    if flips.any():
-        ev.to_scarcity = np.flatnonzero(flips == -1)
-        ev.to_abundance = np.flatnonzero(flips == 1)
+        dr.trust is not None, _EMPTY_F2 if dr.trust is None else dr.trust,
+        dr.ending is not None, _EMPTY_F if dr.ending is None else dr.ending,
+        s.d_al, s.d_ind, s.T, s.O, s.D, s.v, s.m, s.a, s.p, s.org, s.culture, s.horizon,
+        s.al_org, s.al_ended, s.al_blames, s.al_opps, s.al_value, s.al_perceived, s.al_unsat,
+        s.al_grievance, s.al_regime, s.al_trust, s.al_open, s.al_tension, s.al_level,
+        s.ind_to_scarcity, s.ind_to_abundance, pf, pi, g("move", (n_ind, K)), af, ai,
+        g("of", (s.n_org, 2)))
+    ev.value_flow = flow
+    if n_avoid:
+        ev.avoided = np.flatnonzero(ai[:, AVOIDED])
+    if n_blamed:
+        ev.blamed = np.flatnonzero(ai[:, BLAMED])
+    if n_opp:
+        ev.opportunities = np.flatnonzero(ai[:, OPPS])
+    if n_flip:
+        ev.to_scarcity = np.flatnonzero(pi[:, FLIP] == -1)
+        ev.to_abundance = np.flatnonzero(pi[:, FLIP] == 1)
     if n_end:
-        ev.ended = np.flatnonzero(gone)
-        s.d_al, s.D, s.v = s.d_al[:kept], s.D[:kept], s.v[:kept]
-        s.d_ind, s.T, s.O = s.d_ind[:, :kept], s.T[:, :kept], s.O[:, :kept]
-        s.changed_ties()
+        ev.ended = np.flatnonzero(ai[:, GONE])
+        _truncate(s, sc, kept)
     if noise:
-        knp.form_alliances(s, p, rng, ev)
+        form_alliances(s, p, rng, ev, sc)
     classify(P, s.step, s.al_ended, s.al_trust, s.al_open, s.al_hist, s.al_regime)
     return ev
 
