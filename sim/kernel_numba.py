@@ -68,13 +68,16 @@ def pack(p) -> np.ndarray:
     return P
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy", inline="always")
 def sigmoid(z):
-    return 0.5 * (1.0 + np.tanh(0.5 * z))  # as kernel_numpy.sigmoid_: (1 + tanh(z/2)) / 2
+    """The logistic 1/(1+e^-z): the function of kernel_numpy.sigmoid_, which computes it as
+    (1 + tanh(z/2))/2; the two differ only by rounding (~1e-16), and exp costs a third of tanh.
+    No overflow trouble: e^-z = inf gives 0."""
+    return 1.0 / (1.0 + np.exp(-z))
 
 
 # 1. Talk ---------------------------------------------------------------------------------------
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def talk(P, pp, i0, i1, O0, O1, has_z, z, deg, move, sumx):
     """Perspectives move toward partners by mu * O_ji; without exchange they drift apart.
     Also counts every person's ties (deg) for the experience weights of this step."""
@@ -107,7 +110,7 @@ def talk(P, pp, i0, i1, O0, O1, has_z, z, deg, move, sumx):
 
 
 # 2.-5., 3. Differences, blame, the pie and trust ----------------------------------------------
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def differences_blame_value_trust(P, has_diff, counts, size, u_confront, u_find, has_z, z,
                                   d_al, i0, i1, T0, T1, O0, O1, D, v, m, pp,
                                   al_blames, al_opps, cnt, created, perc, quar, lev,
@@ -117,9 +120,36 @@ def differences_blame_value_trust(P, has_diff, counts, size, u_confront, u_find,
     up (trust x (1 - blame_cost)^n); value created and perceived; then both trust updates
     T += r (S(k_T e) - T). Sums per alliance (dyads, value, quarrels, perceived levels) and per
     person (quarrels, opportunities) are accumulated here."""
+    # the parameters as locals (kept in registers across the loop)
+    p_blame_cost = P[BLAME_COST]
+    p_blame_level = P[BLAME_LEVEL]
+    p_claim_s = P[CLAIM_S]
+    p_confront_a = P[CONFRONT_A]
+    p_confront_s = P[CONFRONT_S]
+    p_div_ref = P[DIV_REF]
+    p_exchange = P[EXCHANGE]
+    p_interests = P[INTERESTS]
+    p_memory = P[MEMORY]
+    p_open_ref = P[OPEN_REF]
+    p_open_talk = P[OPEN_TALK]
+    p_opportunity = P[OPPORTUNITY]
+    p_opp_trust = P[OPP_TRUST]
+    p_revenue_share = P[REVENUE_SHARE]
+    p_tbias_a = P[TBIAS_A]
+    p_tbias_s = P[TBIAS_S]
+    p_trust_noise = P[TRUST_NOISE]
+    p_t_erode = P[T_ERODE]
+    p_t_rate = P[T_RATE]
+    p_t_steep = P[T_STEEP]
+    p_value_ref = P[VALUE_REF]
+    p_w_dispute = P[W_DISPUTE]
+    p_w_div = P[W_DIV]
+    p_w_open = P[W_OPEN]
+    p_w_tension = P[W_TENSION]
+    p_w_value = P[W_VALUE]
     K = pp.shape[1]
-    bl, cost = P[BLAME_LEVEL], P[BLAME_COST]
-    interests = P[INTERESTS] > 0.0
+    bl, cost = p_blame_level, p_blame_cost
+    interests = p_interests > 0.0
     j = 0  # position among the dyads with a difference this step
     for k in range(len(d_al)):
         al, a, b = d_al[k], i0[k], i1[k]
@@ -129,9 +159,9 @@ def differences_blame_value_trust(P, has_diff, counts, size, u_confront, u_find,
         found = False
         # 2. differences
         if has_diff and counts[k] > 0:
-            ca = P[CONFRONT_A] if ma else P[CONFRONT_S]
-            cb = P[CONFRONT_A] if mb else P[CONFRONT_S]
-            closed = 1.0 - P[OPEN_TALK] * x
+            ca = p_confront_a if ma else p_confront_s
+            cb = p_confront_a if mb else p_confront_s
+            closed = 1.0 - p_open_talk * x
             q = 1.0 - (1.0 - ca) * closed * (1.0 - cb) * closed
             if u_confront[j] < q:
                 chance = 0.5 * (T0[k] + T1[k])
@@ -145,9 +175,9 @@ def differences_blame_value_trust(P, has_diff, counts, size, u_confront, u_find,
                 f_opp[al] = 1
                 opp_n[a] += 1.0
                 opp_n[b] += 1.0
-                if P[OPP_TRUST] > 0.0:
-                    T0[k] += P[OPP_TRUST] * (1.0 - T0[k])
-                    T1[k] += P[OPP_TRUST] * (1.0 - T1[k])
+                if p_opp_trust > 0.0:
+                    T0[k] += p_opp_trust * (1.0 - T0[k])
+                    T1[k] += p_opp_trust * (1.0 - T1[k])
         # blame
         if D[k] > bl:
             n = min(np.floor(D[k] / bl), MAXQ)
@@ -161,22 +191,22 @@ def differences_blame_value_trust(P, has_diff, counts, size, u_confront, u_find,
             blame_n[a] += n
             blame_n[b] += n
         # 5. the pie: value created, claims, perceived value
-        flow = P[EXCHANGE] * x
+        flow = p_exchange * x
         if found:
-            flow += P[OPPORTUNITY]
+            flow += p_opportunity
             al_opps[al] += 1
-        vk = v[k] * P[MEMORY] + flow
+        vk = v[k] * p_memory + flow
         v[k] = vk
         if interests:
             c0 = 0.5
             c1 = 0.5
         else:
-            c0 = 0.5 if ma else P[CLAIM_S]
-            c1 = 0.5 if mb else P[CLAIM_S]
+            c0 = 0.5 if ma else p_claim_s
+            c1 = 0.5 if mb else p_claim_s
         total = c0 + c1
         den = max(1.0, total)
-        s0 = c0 / den * (1.0 if ma else P[REVENUE_SHARE])
-        s1 = c1 / den * (1.0 if mb else P[REVENUE_SHARE])
+        s0 = c0 / den * (1.0 if ma else p_revenue_share)
+        s1 = c1 / den * (1.0 if mb else p_revenue_share)
         created[al] += flow
         perc[al] += (s0 + s1) * flow
         pv0 = s0 * (2.0 * vk)
@@ -189,28 +219,28 @@ def differences_blame_value_trust(P, has_diff, counts, size, u_confront, u_find,
         for kk in range(K):
             dsum += abs(pp[a, kk] - pp[b, kk])
         d = dsum / K
-        common = P[W_DIV] * (d - P[DIV_REF])
-        common += P[W_TENSION] * D[k]
-        common += P[W_DISPUTE] * over
-        e0 = (pv0 - P[VALUE_REF]) * P[W_VALUE]
-        e0 += P[W_OPEN] * (O1[k] - P[OPEN_REF])
+        common = p_w_div * (d - p_div_ref)
+        common += p_w_tension * D[k]
+        common += p_w_dispute * over
+        e0 = (pv0 - p_value_ref) * p_w_value
+        e0 += p_w_open * (O1[k] - p_open_ref)
         e0 -= common
-        e0 += P[TBIAS_A] if ma else P[TBIAS_S]
-        e1 = (pv1 - P[VALUE_REF]) * P[W_VALUE]
-        e1 += P[W_OPEN] * (O0[k] - P[OPEN_REF])
+        e0 += p_tbias_a if ma else p_tbias_s
+        e1 = (pv1 - p_value_ref) * p_w_value
+        e1 += p_w_open * (O0[k] - p_open_ref)
         e1 -= common
-        e1 += P[TBIAS_A] if mb else P[TBIAS_S]
+        e1 += p_tbias_a if mb else p_tbias_s
         if has_z:
-            e0 += P[TRUST_NOISE] * z[0, k]
-            e1 += P[TRUST_NOISE] * z[1, k]
-        e0 = sigmoid(e0 * P[T_STEEP]) - T0[k]
-        e1 = sigmoid(e1 * P[T_STEEP]) - T1[k]
-        T0[k] += e0 * (P[T_RATE] if e0 > 0.0 else P[T_ERODE])
-        T1[k] += e1 * (P[T_RATE] if e1 > 0.0 else P[T_ERODE])
+            e0 += p_trust_noise * z[0, k]
+            e1 += p_trust_noise * z[1, k]
+        e0 = sigmoid(e0 * p_t_steep) - T0[k]
+        e1 = sigmoid(e1 * p_t_steep) - T1[k]
+        T0[k] += e0 * (p_t_rate if e0 > 0.0 else p_t_erode)
+        T1[k] += e1 * (p_t_rate if e1 > 0.0 else p_t_erode)
 
 
 # 6. Patience -----------------------------------------------------------------------------------
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def patience(P, step, al_ended, al_org, horizon, cnt, quar, lev, created, perc, split,
              al_value, al_perceived, al_unsat, al_grievance, al_regime, has_end, u_end, gone):
     """Per alliance: the value created by kind and perceived; each side's grievance g and
@@ -254,7 +284,7 @@ def patience(P, step, al_ended, al_org, horizon, cnt, quar, lev, created, perc, 
 
 
 # 4., 12., 8., 7. Openness, summaries, endings, mindset -----------------------------------------
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def openness_mindset(P, d_al, i0, i1, T0, T1, O0, O1, D, v, m, a, pp, org, culture,
                      al_unsat, cnt, gone, n_end, al_trust, al_open, al_tension, al_level,
                      sums, deg, deg_post, blame_n, opp_n, hurt_n, good, peer, org_sum,
@@ -263,26 +293,44 @@ def openness_mindset(P, d_al, i0, i1, T0, T1, O0, O1, D, v, m, a, pp, org, cultu
     alliance summaries; the ties of ended alliances dropped (the kept ones moved down in
     place); each person's experiences and latent abundance, flips with hysteresis; cultures
     follow their people. Returns the number of ties kept (dyads)."""
+    # the parameters as locals (kept in registers across the loop)
+    p_betrayal = P[BETRAYAL]
+    p_close_bias = P[CLOSE_BIAS]
+    p_culture_follow = P[CULTURE_FOLLOW]
+    p_culture_pull = P[CULTURE_PULL]
+    p_hurt_rate = P[HURT_RATE]
+    p_learn_opp = P[LEARN_OPP]
+    p_learn_rate = P[LEARN_RATE]
+    p_obias_a = P[OBIAS_A]
+    p_obias_s = P[OBIAS_S]
+    p_o_rate = P[O_RATE]
+    p_o_steep = P[O_STEEP]
+    p_o_threshold = P[O_THRESHOLD]
+    p_peer_pull = P[PEER_PULL]
+    p_theta_down = P[THETA_DOWN]
+    p_theta_up = P[THETA_UP]
+    p_trusted = P[TRUSTED]
+    p_usual = P[USUAL]
     n_al = len(cnt)
     sums[:, :] = 0.0
     deg_post[:] = 0
     hurt_n[:] = 0.0
     good[:] = 0.0
     peer[:] = 0.0
-    tl = P[TRUSTED]
+    tl = p_trusted
     j = 0
     for k in range(len(d_al)):
         al, ia, ib = d_al[k], i0[k], i1[k]
         t0, t1 = T0[k], T1[k]
         # 4. openness, from this step's trust
-        z0 = (t0 - P[O_THRESHOLD]) * P[O_STEEP]
-        z0 += P[OBIAS_A] if m[ia] else P[OBIAS_S]
-        z0 += P[CLOSE_BIAS] * al_unsat[al, 0]
-        z1 = (t1 - P[O_THRESHOLD]) * P[O_STEEP]
-        z1 += P[OBIAS_A] if m[ib] else P[OBIAS_S]
-        z1 += P[CLOSE_BIAS] * al_unsat[al, 1]
-        o0 = O0[k] + (sigmoid(z0) - O0[k]) * P[O_RATE]
-        o1 = O1[k] + (sigmoid(z1) - O1[k]) * P[O_RATE]
+        z0 = (t0 - p_o_threshold) * p_o_steep
+        z0 += p_obias_a if m[ia] else p_obias_s
+        z0 += p_close_bias * al_unsat[al, 0]
+        z1 = (t1 - p_o_threshold) * p_o_steep
+        z1 += p_obias_a if m[ib] else p_obias_s
+        z1 += p_close_bias * al_unsat[al, 1]
+        o0 = O0[k] + (sigmoid(z0) - O0[k]) * p_o_rate
+        o1 = O1[k] + (sigmoid(z1) - O1[k]) * p_o_rate
         # 12. summaries (before the endings: an ended alliance keeps its last state)
         sums[al, 0] += t0 + t1
         sums[al, 1] += o0 + o1
@@ -317,38 +365,38 @@ def openness_mindset(P, d_al, i0, i1, T0, T1, O0, O1, D, v, m, a, pp, org, cultu
     org_sum[:] = 0.0
     org_cnt[:] = 0
     flips[:] = 0
-    usual = P[USUAL]
+    usual = p_usual
     for i in range(len(a)):
         ew = 1.0 / max(deg[i], usual)  # experiences of this step, as shares of one's ties
         ew_post = 1.0 / max(deg_post[i], usual)
         g = good[i] * ew_post
         pull = peer[i] * (1.0 / max(deg_post[i], 1))
-        climb = P[LEARN_RATE] * (g + P[LEARN_OPP] * (opp_n[i] * ew))
-        fall = P[HURT_RATE] * (blame_n[i] * ew) + P[BETRAYAL] * (hurt_n[i] * ew)
+        climb = p_learn_rate * (g + p_learn_opp * (opp_n[i] * ew))
+        fall = p_hurt_rate * (blame_n[i] * ew) + p_betrayal * (hurt_n[i] * ew)
         ai = a[i]
         o = org[i]
-        ai += (climb * (1.0 - ai) - min(fall, 1.0) * ai + P[CULTURE_PULL] * (culture[o] - ai)
-               + P[PEER_PULL] * pull)
+        ai += (climb * (1.0 - ai) - min(fall, 1.0) * ai + p_culture_pull * (culture[o] - ai)
+               + p_peer_pull * pull)
         ai = min(max(ai, 0.0), 1.0)
         a[i] = ai
         if m[i]:
-            if not ai >= P[THETA_DOWN]:
+            if not ai >= p_theta_down:
                 m[i] = False
                 ind_to_scarcity[i] += 1
                 flips[i] = -1
-        elif ai > P[THETA_UP]:
+        elif ai > p_theta_up:
             m[i] = True
             ind_to_abundance[i] += 1
             flips[i] = 1
         org_sum[o] += ai
         org_cnt[o] += 1
     for o in range(len(culture)):
-        culture[o] += P[CULTURE_FOLLOW] * (org_sum[o] / max(org_cnt[o], 1) - culture[o])
+        culture[o] += p_culture_follow * (org_sum[o] / max(org_cnt[o], 1) - culture[o])
     return j
 
 
 # 12. Regimes -----------------------------------------------------------------------------------
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def classify(P, step, al_ended, al_trust, al_open, al_hist, al_regime):
     """Score (trust + openness)/2 and its trend over the window; ended alliances: spiral-out."""
     w1 = al_hist.shape[1]
@@ -369,7 +417,7 @@ def classify(P, step, al_ended, al_trust, al_open, al_hist, al_regime):
 
 
 # Metrics ---------------------------------------------------------------------------------------
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _find(parent, i):
     while parent[i] != i:
         parent[i] = parent[parent[i]]
@@ -377,7 +425,7 @@ def _find(parent, i):
     return i
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _series(level, n_org, al_regime, al_ended, al_trust, al_open, al_value, al_perceived,
             al_unsat, al_org, a, m, D, pp, i0, i1, parent, size):
     n = len(al_regime)
@@ -478,7 +526,7 @@ CREATED, PERC, QUAR, LEV0, LEV1, SUM_T, SUM_O, SUM_D, SUM_V, N_AF = range(10)
 CNT, AVOIDED, BLAMED, OPPS, GONE, N_AI = range(6)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def ties_step(P, step, split, has_talk, z_talk, has_diff, counts, size, u_confront, u_find,
               has_tz, z_trust, has_end, u_end, d_al, d_ind, T, O, D, v, m, a, pp, org,
               culture, horizon, al_org, al_ended, al_blames, al_opps, al_value, al_perceived,
@@ -519,7 +567,7 @@ def ties_step(P, step, split, has_talk, z_talk, has_diff, counts, size, u_confro
 
 
 # 8. Formation ----------------------------------------------------------------------------------
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def formation_start(al_ended, al_org, al_trust, n_org, ao, at, rep, cnt):
     """The active alliances' organizations and trust (ao, at: the first k rows) and every
     organization's reputation, the mean trust of its active alliances (0.5 with none)."""
@@ -540,7 +588,7 @@ def formation_start(al_ended, al_org, al_trust, n_org, ao, at, rep, cnt):
     return k
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def formation_choices(ao, at, k, a, trusted, closure, rep, partners, via, reach, cand, free, w):
     """For organization a: its partners; with closure, the partners of its trusted partners
     that are not yet its partners (cand); the organizations free to ally with and the
