@@ -26,7 +26,18 @@ import numpy as np
 from numba import njit
 
 from . import kernel_numpy as knp
-from .state import INDEX, OUT, VALUE_KINDS, State, initial_trust, new_alliances
+from .state import (
+    INDEX,
+    OUT,
+    VALUE_KINDS,
+    State,
+    empty_alliances,
+    first_impressions,
+    initial_trust,
+    new_alliances,
+    org_abundance,
+    resting_value,
+)
 
 # The parameters, packed into one float vector per step (names as in docs/model.md).
 (MU, TALK_NOISE, OPEN_TALK, CONFRONT_A, CONFRONT_S, OPP_TRUST, BLAME_LEVEL, BLAME_COST,
@@ -671,21 +682,67 @@ def form_alliances(s: State, p, rng, ev: knp.Events, sc) -> None:
 
 
 _TIE_ROWS = ("T", "O", "d_ind")  # (2, n_d) arrays: dyads along the last axis
+# the alliance arrays of the state (state.empty_alliances), and those add_alliances fills
+_AL_FIELDS = tuple(empty_alliances(0, 1))
+_KNOWN_FIELDS = ("al_org", "al_formed", "al_ended", "al_value", "al_perceived", "al_unsat",
+                 "al_grievance", "al_mindset", "al_trust", "al_open", "al_tension", "al_level",
+                 "al_hist", "al_regime", "al_blames", "al_opps")
 
 
 def add_alliances(s: State, p, pairs: np.ndarray, rng, sc) -> np.ndarray:
-    """kernel_numpy.add_alliances, appending into arrays with room to grow (no copy of the
-    ties when the room suffices)."""
-    start = s.n_al
-    al, d_al, d_ind, ties = new_alliances(s, p, pairs, rng)
-    for name, arr in al.items():
-        _append(s, sc, name, arr)
-    _append(s, sc, "d_al", (d_al + start).astype(s.d_al.dtype))
-    _append(s, sc, "d_ind", d_ind.astype(s.d_ind.dtype))
-    for name in ("T", "O", "D", "v"):
-        _append(s, sc, name, ties[name])
+    """kernel_numpy.add_alliances (state.new_alliances: started as at set-up), written straight
+    into the spare room behind the state's arrays. Falls back to state.new_alliances and
+    appending if the state has alliance arrays this function does not know."""
+    start, k = s.n_al, len(pairs)
+    if set(_AL_FIELDS) != set(_KNOWN_FIELDS):
+        al, d_al, d_ind, ties = new_alliances(s, p, pairs, rng)
+        for name, arr in al.items():
+            _append(s, sc, name, arr)
+        _append(s, sc, "d_al", (d_al + start).astype(s.d_al.dtype))
+        _append(s, sc, "d_ind", d_ind.astype(s.d_ind.dtype))
+        for name in ("T", "O", "D", "v"):
+            _append(s, sc, name, ties[name])
+        s.changed_ties()
+        return np.arange(start, start + k)
+    t0, o0 = first_impressions(p, k, rng)
+    mind = org_abundance(s.m, s.org, s.n_org)[pairs]
+    level = resting_value(p, o0)
+    new = {name: _extend(s, sc, name, k) for name in _AL_FIELDS}
+    new["al_org"][:] = pairs
+    new["al_formed"][:] = s.step
+    new["al_ended"][:] = -1
+    for name in ("al_value", "al_perceived", "al_unsat", "al_grievance", "al_tension",
+                 "al_regime", "al_blames", "al_opps"):
+        new[name][...] = 0
+    new["al_mindset"][:] = mind
+    new["al_trust"][:], new["al_open"][:], new["al_level"][:] = t0, o0, level
+    new["al_hist"][:] = ((t0 + o0) / 2)[:, None]
+    ipo = p.ecosystem.individuals_per_organization
+    nd = k * ipo * ipo
+    new_dyads(pairs, ipo, start, t0, o0, level, _extend(s, sc, "d_al", nd),
+              _extend(s, sc, "d_ind", nd), _extend(s, sc, "T", nd), _extend(s, sc, "O", nd),
+              _extend(s, sc, "D", nd), _extend(s, sc, "v", nd))
     s.changed_ties()
-    return np.arange(start, start + len(pairs))
+    return np.arange(start, start + k)
+
+
+@njit(cache=True, error_model="numpy")
+def new_dyads(pairs, ipo, start, t0, o0, level, d_al, d_ind, T, O, D, v):
+    """The dyads of new alliances, as state.dyads_for: person j of organization o is o*ipo + j,
+    every person on one side meets every person on the other; ties start at the alliance's
+    first impression, tension 0, value level at rest."""
+    r = 0
+    for al in range(len(pairs)):
+        for j0 in range(ipo):
+            for j1 in range(ipo):
+                d_al[r] = start + al
+                d_ind[0, r] = pairs[al, 0] * ipo + j0
+                d_ind[1, r] = pairs[al, 1] * ipo + j1
+                T[0, r] = T[1, r] = t0[al]
+                O[0, r] = O[1, r] = o0[al]
+                D[r] = 0.0
+                v[r] = level[al]
+                r += 1
 
 
 def _append(s: State, sc, name: str, new: np.ndarray) -> None:
@@ -714,6 +771,29 @@ def _append(s: State, sc, name: str, new: np.ndarray) -> None:
         view = buf[:n + k]
     setattr(s, name, view)
     sc.grown[name] = (buf, view)
+
+
+def _extend(s: State, sc, name: str, k: int) -> np.ndarray:
+    """Lengthen s.<name> by k rows (uninitialized) along its alliance or dyad axis; returns the
+    new rows, to be filled."""
+    cur = getattr(s, name)
+    axis = 1 if name in _TIE_ROWS else 0
+    n = cur.shape[axis]
+    rec = sc.grown.get(name)
+    if rec is not None and rec[1] is cur and rec[0].shape[axis] >= n + k:
+        buf = rec[0]
+    else:
+        shape = list(cur.shape)
+        shape[axis] = (n + k) + (n + k) // 4 + 16
+        buf = np.empty(shape, cur.dtype)
+        if axis:
+            buf[:, :n] = cur
+        else:
+            buf[:n] = cur
+    view = buf[:, :n + k] if axis else buf[:n + k]
+    setattr(s, name, view)
+    sc.grown[name] = (buf, view)
+    return view[:, n:] if axis else view[n:]
 
 
 def _truncate(s: State, sc, kept: int) -> None:

@@ -61,8 +61,8 @@ def draw_step(s: State, p, rng, noise: bool, buffers=None) -> Draws:
             dr.idx = idx
             dr.size = (rng.gamma(dr.counts[idx].astype(float), p.differences.size)
                        if p.differences.size > 0 else np.zeros(len(idx)))
-            dr.confront = rng.random(len(idx))
-            dr.find = rng.random(len(idx))
+            u = rng.random(2 * len(idx))  # = rng.random(len(idx)) twice: the same numbers
+            dr.confront, dr.find = u[:len(idx)], u[len(idx):]
     if p.trust.noise > 0:
         dr.trust = normals((2, n_d), "trust")
     n_act = int(np.count_nonzero(s.al_ended < 0))

@@ -199,3 +199,18 @@ def test_default_is_compiled_and_compiles_are_cached_on_disk():
     assert first.returncode == 0, first.stderr
     name, hits, misses = json.loads(_python(code, env).stdout)
     assert name == "numba" and hits >= 1 and misses == 0
+
+
+@numba_only
+def test_formation_falls_back_when_the_state_has_arrays_it_does_not_know(monkeypatch):
+    """The compiled formation writes the known alliance arrays itself; were a new one added to
+    state.empty_alliances, it falls back to state.new_alliances: the same run either way."""
+    from sim import kernel_numba
+
+    values = scenario({"formation": {"rate": 2.0}}, True, 25)
+    _, fast, _, _ = run_both(values, seed=2)
+    monkeypatch.setattr(kernel_numba, "_KNOWN_FIELDS", ("al_org",))
+    slow, again, _, _ = run_both(values, seed=2)
+    assert fast.state.n_al > 25 + 30  # alliances were formed
+    assert_same_state(fast.state, again.state)
+    assert_same_state(slow.state, again.state)
