@@ -1,8 +1,14 @@
-"""`spiral bench`: the array kernel against the per-agent reference, side by side in one run.
+"""`spiral bench`: the kernel's paths against the per-agent reference, small runs and sweeps,
+side by side in one run.
 
-Prints a table and optionally writes JSON (keys: ties, kernel_ties_per_s,
-reference_ties_per_s, ratio, bytes_per_tie, plus details). Figures, never assertions: the
-machines are shared and noisy, so goals are read off the printout.
+Prints tables and optionally writes JSON. The keys of the first contract (ties,
+kernel_ties_per_s, reference_ties_per_s, ratio, bytes_per_tie, ns_per_tie, steps, machine,
+ns_per_tie_max_over_min, spiral_run_cold_s) describe the path in use (kernel_path: the
+compiled one by default); every other figure is added under new keys (numpy_*, *_cpu,
+baseline, sweep). Figures, never assertions: the machines are shared and noisy, so goals are
+read off the printout. Times are wall clock; the *_cpu figures count this process's CPU time
+only, which is what one core does when the machine is shared (other processes' load inflates
+the wall clock, not the CPU time).
 """
 
 from __future__ import annotations
@@ -15,15 +21,17 @@ import sys
 import tempfile
 import time
 import tracemalloc
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
 from . import kernel
-from .scenario import from_dict
+from .scenario import from_dict, load
 from .state import build
 
 REFERENCE_BUDGET_S = 60.0
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def bench_values(ties: int) -> dict:
@@ -35,27 +43,58 @@ def bench_values(ties: int) -> dict:
             "mindset": {"abundance_share": 0.7}}
 
 
-def time_kernel(values: dict, steps: int) -> tuple[int, float, float]:
-    """(ties, seconds per step, peak traced bytes) for the array kernel, noise on."""
-    p = from_dict(values).params()
-    gc.collect()
-    tracemalloc.start()
-    rng = np.random.default_rng(1)
-    s, _ = build(p, rng)
-    kernel.step(s, p, rng)  # warm-up (caches, first formation)
-    _, peak_setup = tracemalloc.get_traced_memory()
-    tracemalloc.reset_peak()
-    tracemalloc.stop()  # tracing slows numpy; time without it, then trace one step
-    t0 = time.perf_counter()
-    for _ in range(steps):
+@contextmanager
+def kernel_path(name: str):
+    old = kernel.use(name)
+    try:
+        yield
+    finally:
+        kernel.use(old)
+
+
+def _owned_bytes(arrays) -> int:
+    """Bytes of the buffers behind these arrays (a view counts its whole buffer, once)."""
+    seen, total = set(), 0
+    for a in arrays:
+        base = a if a.base is None else a.base
+        if isinstance(base, np.ndarray) and id(base) not in seen:
+            seen.add(id(base))
+            total += base.nbytes
+    return total
+
+
+def state_bytes(s) -> int:
+    """The state's arrays with their spare room, and the compiled path's work arrays."""
+    arrays = [v for k, v in vars(s).items() if isinstance(v, np.ndarray)]
+    sc = vars(s).get("_kernel_scratch")
+    if sc is not None:
+        arrays += list(sc.bufs.values())
+    return _owned_bytes(arrays)
+
+
+def time_kernel(values: dict, steps: int, path: str | None = None) -> dict:
+    """Ties, seconds per step (wall and CPU) and peak bytes for one kernel path, noise on."""
+    with kernel_path(path or kernel.NAME):
+        p = from_dict(values).params()
+        gc.collect()
+        tracemalloc.start()
+        rng = np.random.default_rng(1)
+        s, _ = build(p, rng)
+        kernel.step(s, p, rng)  # warm-up (caches, first formation, work arrays)
+        _, peak_setup = tracemalloc.get_traced_memory()
+        tracemalloc.reset_peak()
+        tracemalloc.stop()  # tracing slows numpy; time without it, then trace one step
+        t0, c0 = time.perf_counter(), time.process_time()
+        for _ in range(steps):
+            kernel.step(s, p, rng)
+        dt = (time.perf_counter() - t0) / steps
+        dc = (time.process_time() - c0) / steps
+        tracemalloc.start()
         kernel.step(s, p, rng)
-    dt = (time.perf_counter() - t0) / steps
-    tracemalloc.start()
-    kernel.step(s, p, rng)
-    _, peak_step = tracemalloc.get_traced_memory()
-    tracemalloc.stop()
-    state_bytes = sum(v.nbytes for v in vars(s).values() if isinstance(v, np.ndarray))
-    return s.T.size, dt, max(peak_setup, state_bytes + peak_step)
+        _, peak_step = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        return {"ties": s.T.size, "s_per_step": dt, "cpu_s_per_step": dc,
+                "peak_bytes": max(peak_setup, state_bytes(s) + peak_step)}
 
 
 def time_reference(values: dict, steps: int) -> float:
@@ -90,20 +129,87 @@ def machine() -> str:
                 break
     except OSError:
         pass
+    try:
+        import numba
+
+        nb = f", numba {numba.__version__}"
+    except ImportError:
+        nb = ", no numba"
+    load1 = f", load average {os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else ""
     return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, numpy " \
-           f"{np.__version__}"
+           f"{np.__version__}{nb}{load1}"
+
+
+def baseline_runs(path: str, runs: int) -> dict:
+    """Baseline-size runs through the Python API, no files: AllianceModel(baseline, seed).run()
+    for `runs` seeds. Also the time of one step through the model (metrics, DataCollector,
+    Mesa's event loop) and through kernel.step alone, and the arithmetic floor: the baseline's
+    ties at the compiled path's best time per tie (filled in by run_bench)."""
+    from .model import AllianceModel
+
+    with kernel_path(path):
+        sc = load(ROOT / "scenarios" / "baseline.toml")
+        AllianceModel(sc, seed=0).run(5)  # warm-up: imports, compiled code loaded
+        t0, c0 = time.perf_counter(), time.process_time()
+        ties = 0
+        for sd in range(runs):
+            m = AllianceModel(sc, seed=1000 + sd)
+            m.run()
+            ties += m.state.T.size
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+        c1 = time.process_time()
+        for sd in range(runs):
+            AllianceModel(sc, seed=1000 + sd)
+        build_cpu = (time.process_time() - c1) / runs
+        m = AllianceModel(sc, seed=1)
+        c2 = time.process_time()
+        m.run()
+        model_step = (time.process_time() - c2) / sc.steps
+        m2 = AllianceModel(sc, seed=1)
+        c3 = time.process_time()
+        for _ in range(sc.steps):
+            kernel.step(m2.state, m2.p, m2.rng)
+        kernel_step = (time.process_time() - c3) / sc.steps
+    return {"path": path, "runs": runs, "steps": sc.steps, "runs_per_s": runs / wall,
+            "runs_per_s_cpu": runs / cpu, "ms_per_run_cpu": cpu / runs * 1e3,
+            "build_ms_cpu": build_cpu * 1e3, "model_step_us_cpu": model_step * 1e6,
+            "kernel_step_us_cpu": kernel_step * 1e6, "mean_ties": ties / runs}
+
+
+def sweep_throughput(throughput, runs: int) -> dict:
+    """Runs per second of `spiral sweep` with 1 and 2 workers; `throughput(runs, workers)` is
+    analysis.bench_sweep.throughput (handed in by the command line: the model does not import
+    the analysis layer)."""
+    r1 = throughput(runs, 1)
+    r2 = throughput(runs, 2)
+    return {"runs": runs, "runs_per_s_1_worker": r1, "runs_per_s_2_workers": r2,
+            "speedup": r2 / r1}
 
 
 def run_bench(sizes: list[int], steps: int, with_reference: bool = True,
-              cold: bool = True, out=print) -> dict:
+              cold: bool = True, out=print, numpy_path: bool = True,
+              baseline: int = 0, sweep: int = 0, throughput=None) -> dict:
+    """Every figure of `spiral bench` (see the module docstring). baseline: seeds of the
+    baseline-size runs (0: skip); sweep: runs per sweep throughput measurement (0 or no
+    `throughput` function: skip)."""
     rows = []
+    main = kernel.NAME
     ref_rate = None  # ties per second of the reference at the last size it ran
     for n in sizes:
         values = bench_values(n)
-        ties, dt, peak = time_kernel(values, steps)
+        k = time_kernel(values, steps, main)
+        ties, dt = k["ties"], k["s_per_step"]
         row = {"ties": ties, "kernel_s_per_step": dt, "kernel_ties_per_s": ties / dt,
-               "ns_per_tie": dt / ties * 1e9, "bytes_per_tie": peak / ties,
-               "reference_ties_per_s": None, "ratio": None}
+               "kernel_ties_per_s_cpu": ties / k["cpu_s_per_step"],
+               "ns_per_tie": dt / ties * 1e9, "ns_per_tie_cpu": k["cpu_s_per_step"] / ties * 1e9,
+               "bytes_per_tie": k["peak_bytes"] / ties,
+               "reference_ties_per_s": None, "ratio": None, "numpy_ties_per_s": None,
+               "numpy_ties_per_s_cpu": None, "numpy_bytes_per_tie": None, "numpy_ratio": None}
+        if numpy_path and main != "numpy":
+            q = time_kernel(values, steps, "numpy")
+            row["numpy_ties_per_s"] = q["ties"] / q["s_per_step"]
+            row["numpy_ties_per_s_cpu"] = q["ties"] / q["cpu_s_per_step"]
+            row["numpy_bytes_per_tie"] = q["peak_bytes"] / q["ties"]
         if with_reference:
             ref_steps = max(1, min(steps, 5))
             est = None if ref_rate is None else ties * (ref_steps + 1) / ref_rate
@@ -112,6 +218,8 @@ def run_bench(sizes: list[int], steps: int, with_reference: bool = True,
                 ref_rate = ties / rdt
                 row["reference_ties_per_s"] = ref_rate
                 row["ratio"] = row["kernel_ties_per_s"] / ref_rate
+                if row["numpy_ties_per_s"] is not None:
+                    row["numpy_ratio"] = row["numpy_ties_per_s"] / ref_rate
         rows.append(row)
         out(_fmt_row(row))
     result = {
@@ -123,32 +231,75 @@ def run_bench(sizes: list[int], steps: int, with_reference: bool = True,
         "ns_per_tie": [r["ns_per_tie"] for r in rows],
         "steps": steps,
         "machine": machine(),
+        "kernel_path": main,
     }
+    for key in ("kernel_ties_per_s_cpu", "ns_per_tie_cpu", "numpy_ties_per_s",
+                "numpy_ties_per_s_cpu", "numpy_bytes_per_tie", "numpy_ratio"):
+        result[key] = [r[key] for r in rows]
     ns = result["ns_per_tie"]
     result["ns_per_tie_max_over_min"] = max(ns) / min(ns)
+    nsc = result["ns_per_tie_cpu"]
+    result["ns_per_tie_cpu_max_over_min"] = max(nsc) / min(nsc)
+    if baseline:
+        paths = [main] + (["numpy"] if numpy_path and main != "numpy" else [])
+        result["baseline"] = {}
+        floor_ns = min(nsc)  # the compiled step's arithmetic per tie, no per-step overhead
+        for name in paths:
+            b = baseline_runs(name, baseline if name == main else max(3, baseline // 5))
+            b["floor_us_per_step"] = b["mean_ties"] * floor_ns / 1e3
+            result["baseline"][name] = b
+            out(_fmt_baseline(b))
+    if sweep and throughput is not None:
+        result["sweep"] = sw = sweep_throughput(throughput, sweep)
+        out(f"sweep throughput ({sw['runs']} runs of a 12-organization, 30-step scenario, files "
+            f"written): 1 worker {sw['runs_per_s_1_worker']:.1f} runs/s, 2 workers "
+            f"{sw['runs_per_s_2_workers']:.1f} runs/s, speed-up {sw['speedup']:.2f}x")
     if cold:
         result["spiral_run_cold_s"] = cold_run_seconds()
     return result
 
 
-HEADER = (f"{'ties':>10} {'kernel ties/s':>14} {'ns/tie':>8} {'ref ties/s':>12} {'ratio':>8} "
-          f"{'bytes/tie':>10}")
+HEADER = (f"{'ties':>10} {'kernel ties/s':>14} {'cpu ties/s':>11} {'ns/tie':>7} "
+          f"{'numpy ties/s':>13} {'cpu':>8} {'ref ties/s':>11} {'ratio':>7} {'numpy':>6} "
+          f"{'bytes/tie':>10} {'numpy':>6}")
+
+
+def _g(x, fmt):
+    return "-" if x is None else format(x, fmt)
 
 
 def _fmt_row(r: dict) -> str:
-    ref = "-" if r["reference_ties_per_s"] is None else f"{r['reference_ties_per_s']:.3g}"
     ratio = "-" if r["ratio"] is None else f"{r['ratio']:.0f}x"
-    return (f"{r['ties']:>10,} {r['kernel_ties_per_s']:>14.3g} {r['ns_per_tie']:>8.1f} "
-            f"{ref:>12} {ratio:>8} {r['bytes_per_tie']:>10.0f}")
+    nratio = "-" if r["numpy_ratio"] is None else f"{r['numpy_ratio']:.0f}x"
+    return (f"{r['ties']:>10,} {r['kernel_ties_per_s']:>14.3g} "
+            f"{r['kernel_ties_per_s_cpu']:>11.3g} {r['ns_per_tie']:>7.1f} "
+            f"{_g(r['numpy_ties_per_s'], '.3g'):>13} {_g(r['numpy_ties_per_s_cpu'], '.3g'):>8} "
+            f"{_g(r['reference_ties_per_s'], '.3g'):>11} {ratio:>7} {nratio:>6} "
+            f"{r['bytes_per_tie']:>10.0f} {_g(r['numpy_bytes_per_tie'], '.0f'):>6}")
 
 
-def main_bench(args) -> int:
+def _fmt_baseline(b: dict) -> str:
+    return (f"baseline runs ({b['path']}, {b['runs']} seeds, {b['steps']} steps, "
+            f"~{b['mean_ties']:.0f} ties, Python API, no files): {b['runs_per_s']:.1f} runs/s "
+            f"wall, {b['runs_per_s_cpu']:.1f} runs/s CPU ({b['ms_per_run_cpu']:.1f} ms a run, "
+            f"{b['build_ms_cpu']:.1f} ms of it set-up); one step {b['model_step_us_cpu']:.0f} us "
+            f"through the model, {b['kernel_step_us_cpu']:.0f} us in kernel.step, arithmetic "
+            f"floor {b['floor_us_per_step']:.1f} us")
+
+
+def main_bench(args, throughput=None) -> int:
     sizes = [int(x) for x in args.ties.split(",")]
     print(machine())
+    print(f"kernel path: {kernel.NAME} (SPIRAL_KERNEL; numpy path alongside)")
     print(HEADER)
     res = run_bench(sizes, args.steps, with_reference=not args.no_reference,
-                    cold=not args.no_cold)
-    print(f"time per tie, largest/smallest over sizes: {res['ns_per_tie_max_over_min']:.2f}x")
+                    cold=not args.no_cold, numpy_path=not getattr(args, "no_numpy", False),
+                    baseline=0 if getattr(args, "no_baseline", False) else 20,
+                    sweep=0 if getattr(args, "no_sweep", False) else getattr(args, "sweep_runs",
+                                                                            100),
+                    throughput=throughput)
+    print(f"time per tie, largest/smallest over sizes: {res['ns_per_tie_max_over_min']:.2f}x "
+          f"(CPU time: {res['ns_per_tie_cpu_max_over_min']:.2f}x)")
     if "spiral_run_cold_s" in res:
         print(f"spiral run baseline from a cold start: {res['spiral_run_cold_s']:.2f} s")
     if args.json:

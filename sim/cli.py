@@ -195,13 +195,19 @@ def build_parser() -> argparse.ArgumentParser:
     mc.add_argument("--quiet", action="store_true", help="no progress bar")
     mc.set_defaults(func=cmd_mechanisms)
 
-    b = sub.add_parser("bench", help="time the array kernel against the per-agent reference")
+    b = sub.add_parser("bench", help="time the kernel's paths against the per-agent reference, "
+                                    "small runs and sweeps")
     b.add_argument("--ties", default="10000,50000,100000,1000000",
                    help="comma-separated tie counts (default 10000,50000,100000,1000000)")
     b.add_argument("--steps", type=int, default=20, help="steps timed per size (default 20)")
     b.add_argument("--json", help="also write the figures to this JSON file")
     b.add_argument("--no-reference", action="store_true", help="skip the reference")
     b.add_argument("--no-cold", action="store_true", help="skip the cold `spiral run` timing")
+    b.add_argument("--no-numpy", action="store_true", help="skip the numpy path's timings")
+    b.add_argument("--no-baseline", action="store_true", help="skip the baseline-size runs/s")
+    b.add_argument("--no-sweep", action="store_true", help="skip the sweep throughput")
+    b.add_argument("--sweep-runs", type=int, default=100,
+                   help="runs per sweep throughput measurement (default 100)")
     b.add_argument("--sweep", action="store_true",
                    help="benchmark sweeps instead: runs/s with 1 and 2 workers, parent memory")
     b.add_argument("--ui", action="store_true",
@@ -335,7 +341,11 @@ def cmd_bench(args) -> int:
                          f"{args.ties!r}") from None
     if not sizes or min(sizes) < 16:
         raise UsageError("spiral bench: --ties: expected tie counts >= 16")
-    return main_bench(args)
+    if args.sweep_runs < 2:
+        raise UsageError("spiral bench: --sweep-runs: expected an integer >= 2")
+    from analysis.bench_sweep import throughput
+
+    return main_bench(args, throughput)
 
 
 def _quiet_stdout() -> None:

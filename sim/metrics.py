@@ -8,10 +8,12 @@ Score <= out_level and trend <= +trend: spiral-out. Anything else: undecided.
 
 from __future__ import annotations
 
+import mesa
 import numpy as np
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
+from . import kernel
 from .kernel import divergence
 from .state import IN, OUT, UNDECIDED, State
 
@@ -59,9 +61,9 @@ def trusting_component(s: State, level: float) -> float:
     return largest_component(n, s.al_org[sel]) / n
 
 
-def step_metrics(s: State, p, ev) -> dict[str, float]:
-    """The ecosystem's row for this step. Shares and means are over every alliance formed so
-    far; an ended alliance counts as spiral-out with the trust and openness it ended with."""
+def state_metrics(s: State, p) -> dict[str, float]:
+    """The metrics read off the state (numpy; kernel.series computes the same in one compiled
+    pass when the compiled kernel is in use)."""
     n = s.n_al
     if n:
         share_in = float(np.mean(s.al_regime == IN))
@@ -72,7 +74,6 @@ def step_metrics(s: State, p, ev) -> dict[str, float]:
     d = float(divergence(s).mean()) if len(s.d_al) else 0.0
     ended = int((s.al_ended >= 0).sum())
     return {
-        "step": s.step,
         "mean_trust": float(s.al_trust.mean()) if n else 0.0,
         "mean_openness": float(s.al_open.mean()) if n else 0.0,
         "mean_trust_active": float(s.al_trust[s.active].mean()) if n > ended else 0.0,
@@ -81,7 +82,6 @@ def step_metrics(s: State, p, ev) -> dict[str, float]:
         "share_undecided": share_und,
         "value_created": float(s.al_value.sum()),
         "value_perceived": float(s.al_perceived.sum()),
-        "value_flow": float(ev.value_flow),
         "alliances_active": n - ended,
         "alliances_formed": n,
         "alliances_ended": ended,
@@ -89,13 +89,59 @@ def step_metrics(s: State, p, ev) -> dict[str, float]:
         "share_abundance_mindset": float(s.m.mean()),
         "mean_tension": float(s.D.mean()) if len(s.D) else 0.0,
         "mean_divergence": float(d),
-        "blames": int(len(ev.blamed)),
-        "opportunities": int(len(ev.opportunities)),
         "trusting_component": trusting_component(s, p.mindset.trusted_level),
-        "to_scarcity": int(len(ev.to_scarcity)),
-        "to_abundance": int(len(ev.to_abundance)),
         "mean_dissatisfaction": float(s.al_unsat[s.active].mean()) if n > ended else 0.0,
     }
+
+
+def step_metrics(s: State, p, ev) -> dict[str, float]:
+    """The ecosystem's row for this step. Shares and means are over every alliance formed so
+    far; an ended alliance counts as spiral-out with the trust and openness it ended with."""
+    st = kernel.series(s, p)
+    if st is None:
+        st = state_metrics(s, p)
+    return {
+        "step": s.step,
+        "mean_trust": st["mean_trust"],
+        "mean_openness": st["mean_openness"],
+        "mean_trust_active": st["mean_trust_active"],
+        "share_spiral_in": st["share_spiral_in"],
+        "share_spiral_out": st["share_spiral_out"],
+        "share_undecided": st["share_undecided"],
+        "value_created": st["value_created"],
+        "value_perceived": st["value_perceived"],
+        "value_flow": float(ev.value_flow),
+        "alliances_active": st["alliances_active"],
+        "alliances_formed": st["alliances_formed"],
+        "alliances_ended": st["alliances_ended"],
+        "mean_abundance": st["mean_abundance"],
+        "share_abundance_mindset": st["share_abundance_mindset"],
+        "mean_tension": st["mean_tension"],
+        "mean_divergence": st["mean_divergence"],
+        "blames": int(len(ev.blamed)),
+        "opportunities": int(len(ev.opportunities)),
+        "trusting_component": st["trusting_component"],
+        "to_scarcity": int(len(ev.to_scarcity)),
+        "to_abundance": int(len(ev.to_abundance)),
+        "mean_dissatisfaction": st["mean_dissatisfaction"],
+    }
+
+
+class SeriesCollector(mesa.DataCollector):
+    """Mesa's DataCollector of the per-step series (model_vars, get_model_vars_dataframe), each
+    step appending the model's `last_metrics` row: one dict read per key, instead of a lambda
+    call and a deepcopy per key (which dominated small runs). The values are numbers."""
+
+    def __init__(self, keys=SERIES_KEYS):
+        super().__init__(model_reporters={k: (lambda m, k=k: m.last_metrics[k]) for k in keys})
+        self._series = [(k, self.model_vars[k]) for k in keys]
+
+    def collect(self, model):
+        if hasattr(self, "_collection_steps"):
+            self._collection_steps.append(model.time)
+        row = model.last_metrics
+        for k, col in self._series:
+            col.append(row[k])
 
 
 def durations(s: State) -> tuple[np.ndarray, np.ndarray]:

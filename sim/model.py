@@ -109,8 +109,7 @@ class AllianceModel(mesa.Model):
                        self.state.al_open[self._track].copy())]
         self.last_events = kernel.Events()
         self.last_metrics = metrics.step_metrics(self.state, self.p, self.last_events)
-        self.datacollector = mesa.DataCollector(
-            model_reporters={k: (lambda m, k=k: m.last_metrics[k]) for k in metrics.SERIES_KEYS})
+        self.datacollector = metrics.SeriesCollector(metrics.SERIES_KEYS)
         self.running = True
 
     @property

@@ -10,7 +10,7 @@ from sim import cli
 def test_bench_small_sizes_write_json(tmp_path, capsys):
     out = tmp_path / "bench.json"
     assert cli.main(["bench", "--ties", "400,1600", "--steps", "2", "--json", str(out),
-                     "--no-cold"]) == 0
+                     "--no-cold", "--no-baseline", "--no-sweep"]) == 0
     text = capsys.readouterr().out
     assert "kernel ties/s" in text and "ratio" in text and "bytes/tie" in text
     res = json.loads(out.read_text())
@@ -25,3 +25,24 @@ def test_bench_small_sizes_write_json(tmp_path, capsys):
 def test_bench_bad_arguments(capsys):
     assert cli.main(["bench", "--ties", "ten"]) == 2
     assert "--ties: expected comma-separated integers" in capsys.readouterr().err
+
+
+def test_bench_reports_both_paths_small_runs_and_sweeps(tmp_path, capsys):
+    """One run gives the compiled and numpy paths side by side, baseline-size runs per second
+    against the arithmetic floor, and the sweep throughput with 1 and 2 workers."""
+    from sim import bench, kernel
+
+    res = bench.run_bench([400], 1, with_reference=False, cold=False, baseline=2, sweep=3,
+                          throughput=lambda runs, workers: float(runs * workers),
+                          out=lambda line: None)
+    assert res["kernel_path"] == kernel.NAME
+    for key in ("kernel_ties_per_s_cpu", "ns_per_tie_cpu", "numpy_ties_per_s",
+                "numpy_bytes_per_tie"):
+        assert len(res[key]) == 1, key
+    if kernel.NAME != "numpy":
+        assert res["numpy_ties_per_s"][0] > 0 and "numpy" in res["baseline"]
+    b = res["baseline"][kernel.NAME]
+    assert b["runs"] == 2 and b["runs_per_s"] > 0 and b["runs_per_s_cpu"] > 0
+    assert b["floor_us_per_step"] > 0 and b["mean_ties"] > 0
+    assert res["sweep"] == {"runs": 3, "runs_per_s_1_worker": 3.0, "runs_per_s_2_workers": 6.0,
+                            "speedup": 2.0}

@@ -6,8 +6,17 @@ import numpy as np
 import pytest
 from scipy.stats import mannwhitneyu
 
+from sim import kernel
 from sim.model import AllianceModel
 from sim.reference import ReferenceModel, state_arrays
+
+
+@pytest.fixture(params=kernel.available())
+def path(request):
+    """Each kernel path in turn (the numpy path always; the compiled one when numba imports)."""
+    old = kernel.use(request.param)
+    yield request.param
+    kernel.use(old)
 
 
 @pytest.mark.parametrize("over", [
@@ -17,7 +26,7 @@ from sim.reference import ReferenceModel, state_arrays
     {"negotiation": {"interests": True, "empathy": True},
      "interventions": [{"step": 10, "kind": "shock", "target": "all", "dose": 4.0}]},
 ])
-def test_kernel_equals_reference_with_noise_off(over):
+def test_kernel_equals_reference_with_noise_off(over, path):
     values = {"ecosystem": {"organizations": 30}, "noise": {"enabled": False}, "steps": 50}
     for k, v in over.items():
         values[k] = {**values.get(k, {}), **v} if isinstance(v, dict) else v

@@ -1,0 +1,216 @@
+"""The compiled path (sim/kernel_numba.py) and the numpy path (sim/kernel_numpy.py) compute the
+same step: from the same seed they agree to 1e-9 on every state array, step by step, with noise
+off and on, and give the same events and regimes. Plus the path selection and its fallback."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import subprocess
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sim import kernel
+from sim.model import AllianceModel
+
+ROOT = Path(__file__).resolve().parent.parent
+
+numba_only = pytest.mark.skipif("numba" not in kernel.available(), reason="numba not importable")
+
+# every array of the state, tie rows included (compared after each step)
+ARRAYS = ("T", "O", "D", "v", "d_al", "d_ind", "p", "a", "m", "culture", "horizon",
+          "ind_to_scarcity", "ind_to_abundance", "al_org", "al_formed", "al_ended", "al_value",
+          "al_perceived", "al_unsat", "al_grievance", "al_mindset", "al_trust", "al_open",
+          "al_tension", "al_level", "al_hist", "al_regime", "al_blames", "al_opps")
+EVENTS = ("avoided", "blamed", "opportunities", "ended", "formed", "to_scarcity",
+          "to_abundance")
+
+
+@contextmanager
+def path(name):
+    old = kernel.use(name)
+    try:
+        yield
+    finally:
+        kernel.use(old)
+
+
+def scenario(over: dict, noise: bool, steps: int) -> dict:
+    values = {"ecosystem": {"organizations": 30}, "noise": {"enabled": noise}, "steps": steps}
+    for k, v in over.items():
+        values[k] = {**values.get(k, {}), **v} if isinstance(v, dict) else v
+    return values
+
+
+def run_both(values: dict, seed: int):
+    """Both paths from the same seed, step by step: (numpy model, numba model, per-step events
+    of each)."""
+    models, events = {}, {}
+    for name in ("numpy", "numba"):
+        with path(name):
+            m = AllianceModel(copy.deepcopy(values), seed=seed)
+            evs = []
+            for _ in range(values["steps"]):
+                m.step()
+                evs.append(m.last_events)
+        models[name], events[name] = m, evs
+    return models["numpy"], models["numba"], events["numpy"], events["numba"]
+
+
+def assert_same_state(a, b, what=""):
+    for name in ARRAYS:
+        x, y = getattr(a, name), getattr(b, name)
+        assert x.shape == y.shape, (what, name, x.shape, y.shape)
+        np.testing.assert_allclose(x.astype(float), y.astype(float), rtol=0, atol=1e-9,
+                                   err_msg=f"{what} {name}")
+
+
+SCENARIOS = {
+    "baseline_small": {},
+    "two_people_per_org": {"ecosystem": {"individuals_per_organization": 2},
+                           "mindset": {"abundance_share": 0.3}},
+    "busy_ecosystem": {"ecosystem": {"graph": "erdos_renyi", "mean_degree": 6},
+                       "formation": {"rate": 2.0}, "patience": {"end_rate": 0.6, "horizon": 6},
+                       "initial": {"trust": 0.3}},
+    "interventions": {
+        "negotiation": {"interests": True, "empathy": True},
+        "interventions": [
+            {"step": 5, "kind": "shock", "target": "all", "dose": 4.0},
+            {"step": 8, "kind": "neutralize", "target": [0, 1, 2, 3], "dose": 0.7},
+            {"step": 10, "kind": "share_perspectives", "target": "all", "dose": 0.5},
+            {"step": 12, "kind": "find_opportunity", "target": "all", "dose": 0.8},
+            {"step": 15, "kind": "scare", "target": "all", "dose": 0.6},
+            {"step": 20, "kind": "coach_mindset", "target": [4, 5, 6], "dose": 0.9},
+            {"step": 22, "kind": "set_patience", "target": [1, 2], "dose": 5},
+        ]},
+}
+
+
+@numba_only
+@pytest.mark.parametrize("noise", [False, True], ids=["noise_off", "noise_on"])
+@pytest.mark.parametrize("name", list(SCENARIOS))
+def test_paths_agree_on_every_array_every_step(name, noise):
+    values = scenario(SCENARIOS[name], noise, 60)
+    a, b, ev_a, ev_b = run_both(values, seed=7)
+    assert_same_state(a.state, b.state, name)
+    for t, (x, y) in enumerate(zip(ev_a, ev_b), start=1):  # the same things happened
+        for key in EVENTS:
+            assert np.array_equal(getattr(x, key), getattr(y, key)), (name, t, key)
+        assert abs(x.value_flow - y.value_flow) < 1e-9
+    ta, tb = a.timeseries(), b.timeseries()
+    assert list(ta.columns) == list(tb.columns)
+    np.testing.assert_allclose(ta.to_numpy(float), tb.to_numpy(float), rtol=1e-12, atol=1e-9)
+    assert a.summary()["share_spiral_in"] == b.summary()["share_spiral_in"]  # the same regimes
+    if noise:  # the comparison exercised what it is meant to
+        s = a.state
+        assert (s.al_ended >= 0).any() and s.n_al > len(a.state.al_formed[s.al_formed == 0])
+        assert s.al_blames.sum() > 0 and s.al_opps.sum() > 0
+
+
+@numba_only
+def test_paths_agree_after_every_single_step_with_noise_on():
+    """Step by step, not only at the end: the two states never drift apart."""
+    values = scenario({"ecosystem": {"individuals_per_organization": 2},
+                       "formation": {"rate": 1.0}, "patience": {"end_rate": 0.5}}, True, 1)
+    with path("numpy"):
+        a = AllianceModel(copy.deepcopy(values), seed=3)
+    with path("numba"):
+        b = AllianceModel(copy.deepcopy(values), seed=3)
+    for t in range(40):
+        with path("numpy"):
+            a.step()
+        with path("numba"):
+            b.step()
+        assert_same_state(a.state, b.state, f"step {t + 1}")
+
+
+@numba_only
+def test_switching_paths_mid_run_changes_nothing():
+    """The compiled path keeps spare room behind the state's arrays; the numpy path replaces
+    them. Mixing the two in one run, or replacing an array from outside, gives the same run."""
+    values = scenario({"formation": {"rate": 1.5}, "patience": {"end_rate": 0.5}}, True, 1)
+    with path("numpy"):
+        ref = AllianceModel(copy.deepcopy(values), seed=5)
+        for _ in range(30):
+            ref.step()
+    m = AllianceModel(copy.deepcopy(values), seed=5)
+    for t in range(30):
+        with path("numba" if t % 7 < 4 else "numpy"):
+            m.step()
+        if t == 12:
+            m.state.T = m.state.T.copy()  # an array replaced from outside
+            m.state.al_trust = m.state.al_trust.copy()
+    assert_same_state(ref.state, m.state)
+
+
+def test_the_numpy_path_runs_when_chosen():
+    with path("numpy"):
+        assert kernel.NAME == "numpy"
+        m = AllianceModel(scenario({}, True, 5), seed=1)
+        m.run()
+        assert m.state.step == 5 and np.isfinite(m.state.T).all()
+
+
+def test_unknown_path_is_refused():
+    with pytest.raises(ValueError, match="SPIRAL_KERNEL"):
+        kernel.use("fortran")
+
+
+def _python(code: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=ROOT, env={**os.environ, **(env or {})}, timeout=300)
+
+
+def test_numpy_fallback_when_numba_is_missing():
+    """Without numba the default is the numpy path, and a run works."""
+    code = ("import sys; sys.modules['numba'] = None\n"
+            "from sim import kernel; from sim.model import AllianceModel\n"
+            "m = AllianceModel({'ecosystem': {'organizations': 12}, 'steps': 5}, seed=1); m.run()\n"
+            "print(kernel.NAME, kernel.available(), m.state.step)")
+    out = _python(code, {"SPIRAL_KERNEL": ""})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["numpy", "['numpy']", "5"]
+
+
+def test_environment_variable_selects_the_path():
+    code = "from sim import kernel; print(kernel.NAME)"
+    assert _python(code, {"SPIRAL_KERNEL": "numpy"}).stdout.strip() == "numpy"
+    bad = _python(code, {"SPIRAL_KERNEL": "cobol"})
+    assert bad.returncode != 0 and "expected one of numba, numpy" in bad.stderr
+
+
+@numba_only
+def test_default_is_compiled_and_compiles_are_cached_on_disk():
+    """A fresh process loads the compiled step from the on-disk cache: no compile."""
+    code = ("import json\n"
+            "from sim import kernel, kernel_numba as kn\n"
+            "from sim.model import AllianceModel\n"
+            "m = AllianceModel({'ecosystem': {'organizations': 12}, 'steps': 3}, seed=1); m.run()\n"
+            "st = kn.ties_step.stats\n"
+            "print(json.dumps([kernel.NAME, sum(st.cache_hits.values()),"
+            " sum(st.cache_misses.values())]))")
+    env = {"SPIRAL_KERNEL": ""}
+    first = _python(code, env)  # compiles if the cache is cold, stores it
+    assert first.returncode == 0, first.stderr
+    name, hits, misses = json.loads(_python(code, env).stdout)
+    assert name == "numba" and hits >= 1 and misses == 0
+
+
+@numba_only
+def test_formation_falls_back_when_the_state_has_arrays_it_does_not_know(monkeypatch):
+    """The compiled formation writes the known alliance arrays itself; were a new one added to
+    state.empty_alliances, it falls back to state.new_alliances: the same run either way."""
+    from sim import kernel_numba
+
+    values = scenario({"formation": {"rate": 2.0}}, True, 25)
+    _, fast, _, _ = run_both(values, seed=2)
+    monkeypatch.setattr(kernel_numba, "_KNOWN_FIELDS", ("al_org",))
+    slow, again, _, _ = run_both(values, seed=2)
+    assert fast.state.n_al > 25 + 30  # alliances were formed
+    assert_same_state(fast.state, again.state)
+    assert_same_state(slow.state, again.state)
