@@ -456,6 +456,7 @@ def validate(raw: dict[str, Any], source: str) -> dict[str, Any]:
 # organizations whose peak was 2.47 GiB (most of it networkx building the GraphML tree, now
 # streamed by sim.outputs).
 BYTES_BASE = 216_000_000
+BYTES_COMPILED = 150_000_000  # numba and LLVM with the compiled step loaded (measured 145 MB)
 BYTES_PER_ALLIANCE = 900  # + 8 per regime-window step (al_hist)
 BYTES_PER_TIE = 75
 BYTES_PER_ORGANIZATION = 1_700
@@ -499,13 +500,23 @@ def _steps(values: dict) -> int:
     return min(values["steps"], STEPS_CAP)
 
 
+def _compiled_path() -> bool:
+    """Whether runs here take the compiled (numba) step: sim.kernel's choice, without importing
+    it (SPIRAL_KERNEL=numpy turns it off; otherwise numba when it is installed)."""
+    import importlib.util
+    import os
+
+    want = os.environ.get("SPIRAL_KERNEL", "").strip().lower()
+    return want != "numpy" and importlib.util.find_spec("numba") is not None
+
+
 def estimate_bytes(values: dict) -> tuple[int, int]:
     """(peak bytes, directed ties) of a run of these values, formation and outputs included."""
     eco = values["ecosystem"]
     n, ipo = eco["organizations"], eco["individuals_per_organization"]
     alliances = _alliances(values)
     ties = int(alliances * ipo * ipo * 2)
-    total = (BYTES_BASE + ties * BYTES_PER_TIE
+    total = (BYTES_BASE + (BYTES_COMPILED if _compiled_path() else 0) + ties * BYTES_PER_TIE
              + int(alliances * (BYTES_PER_ALLIANCE + 8 * (values["regimes"]["window"] + 1)))
              + n * BYTES_PER_ORGANIZATION
              + n * ipo * (BYTES_PER_PERSON + 32 * eco["perspective_dims"])
