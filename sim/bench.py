@@ -73,7 +73,10 @@ def state_bytes(s) -> int:
 
 
 def time_kernel(values: dict, steps: int, path: str | None = None) -> dict:
-    """Ties, seconds per step (wall and CPU) and peak bytes for one kernel path, noise on."""
+    """Ties, seconds per step (wall and CPU) and bytes for one kernel path, noise on.
+    peak_bytes: what stepping holds at its peak, the state's arrays with their spare room, the
+    work arrays and one step's temporaries (traced). setup_peak_bytes: the traced peak of
+    set-up and the first step (the networkx generator's graph dominates it)."""
     with kernel_path(path or kernel.NAME):
         p = from_dict(values).params()
         gc.collect()
@@ -94,18 +97,19 @@ def time_kernel(values: dict, steps: int, path: str | None = None) -> dict:
         _, peak_step = tracemalloc.get_traced_memory()
         tracemalloc.stop()
         return {"ties": s.T.size, "s_per_step": dt, "cpu_s_per_step": dc,
-                "peak_bytes": max(peak_setup, state_bytes(s) + peak_step)}
+                "peak_bytes": state_bytes(s) + peak_step, "setup_peak_bytes": peak_setup}
 
 
-def time_reference(values: dict, steps: int) -> float:
+def time_reference(values: dict, steps: int) -> tuple[float, float]:
+    """Seconds per step of the per-agent reference: (wall, CPU)."""
     from .reference import ReferenceModel
 
     m = ReferenceModel(values)
     m.step()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for _ in range(steps):
         m.step()
-    return (time.perf_counter() - t0) / steps
+    return (time.perf_counter() - t0) / steps, (time.process_time() - c0) / steps
 
 
 def cold_run_seconds() -> float:
@@ -194,6 +198,10 @@ def run_bench(sizes: list[int], steps: int, with_reference: bool = True,
     `throughput` function: skip)."""
     rows = []
     main = kernel.NAME
+    if main == "numba":  # load the compiled code first: not timed, not traced
+        from . import kernel_numba
+
+        kernel_numba.warm_up()
     ref_rate = None  # ties per second of the reference at the last size it ran
     for n in sizes:
         values = bench_values(n)
@@ -203,7 +211,9 @@ def run_bench(sizes: list[int], steps: int, with_reference: bool = True,
                "kernel_ties_per_s_cpu": ties / k["cpu_s_per_step"],
                "ns_per_tie": dt / ties * 1e9, "ns_per_tie_cpu": k["cpu_s_per_step"] / ties * 1e9,
                "bytes_per_tie": k["peak_bytes"] / ties,
-               "reference_ties_per_s": None, "ratio": None, "numpy_ties_per_s": None,
+               "setup_bytes_per_tie": k["setup_peak_bytes"] / ties,
+               "reference_ties_per_s": None, "ratio": None, "ratio_cpu": None,
+               "numpy_ratio_cpu": None, "numpy_ties_per_s": None,
                "numpy_ties_per_s_cpu": None, "numpy_bytes_per_tie": None, "numpy_ratio": None}
         if numpy_path and main != "numpy":
             q = time_kernel(values, steps, "numpy")
@@ -214,12 +224,14 @@ def run_bench(sizes: list[int], steps: int, with_reference: bool = True,
             ref_steps = max(1, min(steps, 5))
             est = None if ref_rate is None else ties * (ref_steps + 1) / ref_rate
             if est is None or est < REFERENCE_BUDGET_S:
-                rdt = time_reference(values, ref_steps)
+                rdt, rdc = time_reference(values, ref_steps)
                 ref_rate = ties / rdt
                 row["reference_ties_per_s"] = ref_rate
                 row["ratio"] = row["kernel_ties_per_s"] / ref_rate
+                row["ratio_cpu"] = row["kernel_ties_per_s_cpu"] / (ties / rdc)
                 if row["numpy_ties_per_s"] is not None:
                     row["numpy_ratio"] = row["numpy_ties_per_s"] / ref_rate
+                    row["numpy_ratio_cpu"] = row["numpy_ties_per_s_cpu"] / (ties / rdc)
         rows.append(row)
         out(_fmt_row(row))
     result = {
@@ -233,8 +245,10 @@ def run_bench(sizes: list[int], steps: int, with_reference: bool = True,
         "machine": machine(),
         "kernel_path": main,
     }
-    for key in ("kernel_ties_per_s_cpu", "ns_per_tie_cpu", "numpy_ties_per_s",
-                "numpy_ties_per_s_cpu", "numpy_bytes_per_tie", "numpy_ratio"):
+    for key in ("kernel_ties_per_s_cpu", "ns_per_tie_cpu", "setup_bytes_per_tie",
+                "numpy_ties_per_s",
+                "numpy_ties_per_s_cpu", "numpy_bytes_per_tie", "numpy_ratio", "ratio_cpu",
+                "numpy_ratio_cpu"):
         result[key] = [r[key] for r in rows]
     ns = result["ns_per_tie"]
     result["ns_per_tie_max_over_min"] = max(ns) / min(ns)
@@ -260,8 +274,8 @@ def run_bench(sizes: list[int], steps: int, with_reference: bool = True,
 
 
 HEADER = (f"{'ties':>10} {'kernel ties/s':>14} {'cpu ties/s':>11} {'ns/tie':>7} "
-          f"{'numpy ties/s':>13} {'cpu':>8} {'ref ties/s':>11} {'ratio':>7} {'numpy':>6} "
-          f"{'bytes/tie':>10} {'numpy':>6}")
+          f"{'numpy ties/s':>13} {'cpu':>8} {'ref ties/s':>11} {'ratio/cpu':>10} {'numpy':>6} "
+          f"{'bytes/tie':>10} {'numpy':>6} {'set-up':>7}")
 
 
 def _g(x, fmt):
@@ -269,13 +283,14 @@ def _g(x, fmt):
 
 
 def _fmt_row(r: dict) -> str:
-    ratio = "-" if r["ratio"] is None else f"{r['ratio']:.0f}x"
-    nratio = "-" if r["numpy_ratio"] is None else f"{r['numpy_ratio']:.0f}x"
+    ratio = "-" if r["ratio"] is None else f"{r['ratio']:.0f}/{r['ratio_cpu']:.0f}x"
+    nratio = "-" if r["numpy_ratio"] is None else f"{r['numpy_ratio_cpu']:.0f}x"
     return (f"{r['ties']:>10,} {r['kernel_ties_per_s']:>14.3g} "
             f"{r['kernel_ties_per_s_cpu']:>11.3g} {r['ns_per_tie']:>7.1f} "
             f"{_g(r['numpy_ties_per_s'], '.3g'):>13} {_g(r['numpy_ties_per_s_cpu'], '.3g'):>8} "
-            f"{_g(r['reference_ties_per_s'], '.3g'):>11} {ratio:>7} {nratio:>6} "
-            f"{r['bytes_per_tie']:>10.0f} {_g(r['numpy_bytes_per_tie'], '.0f'):>6}")
+            f"{_g(r['reference_ties_per_s'], '.3g'):>11} {ratio:>10} {nratio:>6} "
+            f"{r['bytes_per_tie']:>10.0f} {_g(r['numpy_bytes_per_tie'], '.0f'):>6} "
+            f"{r['setup_bytes_per_tie']:>7.0f}")
 
 
 def _fmt_baseline(b: dict) -> str:

@@ -747,7 +747,7 @@ def new_dyads(pairs, ipo, start, t0, o0, level, d_al, d_ind, T, O, D, v):
 
 def _append(s: State, sc, name: str, new: np.ndarray) -> None:
     """s.<name> = concatenate([s.<name>, new]) along the alliance or dyad axis, in place when
-    the buffer behind s.<name> has room (grown by a quarter when it has not)."""
+    the buffer behind s.<name> has room (grown by a sixteenth when it has not)."""
     cur = getattr(s, name)
     axis = 1 if name in _TIE_ROWS else 0
     n, k = cur.shape[axis], new.shape[axis]
@@ -757,7 +757,7 @@ def _append(s: State, sc, name: str, new: np.ndarray) -> None:
         buf = rec[0]
     else:
         shape = list(cur.shape)
-        shape[axis] = (n + k) + (n + k) // 4 + 16
+        shape[axis] = (n + k) + (n + k) // 16 + 64
         buf = np.empty(shape, cur.dtype)
         if axis:
             buf[:, :n] = cur
@@ -784,7 +784,7 @@ def _extend(s: State, sc, name: str, k: int) -> np.ndarray:
         buf = rec[0]
     else:
         shape = list(cur.shape)
-        shape[axis] = (n + k) + (n + k) // 4 + 16
+        shape[axis] = (n + k) + (n + k) // 16 + 64
         buf = np.empty(shape, cur.dtype)
         if axis:
             buf[:, :n] = cur
@@ -810,7 +810,7 @@ def _truncate(s: State, sc, kept: int) -> None:
 
 class Scratch:
     """Work arrays of one state, reused from step to step: allocated with room to grow (a
-    quarter more), used through views of the current sizes, re-viewed only when a size
+    sixteenth more), used through views of the current sizes, re-viewed only when a size
     changes. No tie-sized array is allocated per step."""
 
     def __init__(self):
@@ -827,7 +827,7 @@ class Scratch:
             size *= int(x)
         buf = self.bufs.get(key)
         if buf is None or buf.size < size or buf.dtype != dtype:
-            buf = np.empty(max(size + size // 4, 16), dtype)
+            buf = np.empty(size + size // 16 + 16, dtype)
             self.bufs[key] = buf
         view = buf[:size].reshape(shape)
         self.views[key] = (shape, view)
@@ -874,8 +874,8 @@ def step(s: State, p, rng) -> knp.Events:
     n_ind, K = s.p.shape
     n_al = s.n_al
     g = sc.get
-    pf, pi, af, ai = (g("pf", (n_ind, N_PF)), g("pi", (n_ind, N_PI), np.int64),
-                      g("af", (n_al, N_AF)), g("ai", (n_al, N_AI), np.int64))
+    pf, pi, af, ai = (g("pf", (n_ind, N_PF)), g("pi", (n_ind, N_PI), np.int32),
+                      g("af", (n_al, N_AF)), g("ai", (n_al, N_AI), np.int32))
     has_diff = dr.idx is not None
     flow, n_end, kept, n_avoid, n_blamed, n_opp, n_flip = ties_step(
         P, s.step, _split(p), dr.talk is not None, _EMPTY_F2 if dr.talk is None else dr.talk,
@@ -905,6 +905,22 @@ def step(s: State, p, rng) -> knp.Events:
         form_alliances(s, p, rng, ev, sc)
     classify(P, s.step, s.al_ended, s.al_trust, s.al_open, s.al_hist, s.al_regime)
     return ev
+
+
+def warm_up() -> None:
+    """Load (or compile) every specialization the step uses: contiguous arrays at set-up, views
+    with spare room after endings and formation. A few steps of a tiny, busy ecosystem."""
+    from .scenario import from_dict
+    from .state import build
+
+    p = from_dict({"ecosystem": {"organizations": 12, "individuals_per_organization": 2},
+                   "formation": {"rate": 3.0}, "patience": {"end_rate": 0.9, "horizon": 2}}
+                  ).params()
+    rng = np.random.default_rng(0)
+    s, _ = build(p, rng)
+    for _ in range(8):
+        step(s, p, rng)
+        series(s, p)
 
 
 __all__ = ["INDEX", "pack", "series", "step"]

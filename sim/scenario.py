@@ -462,6 +462,7 @@ BYTES_PER_TIE = 75
 BYTES_PER_ORGANIZATION = 1_700
 BYTES_PER_PERSON = 1_000  # + 32 per perspective dimension
 BYTES_PER_STEP = 7_000
+MEMORY_SHARE = 0.9  # of the memory available: the rest is left to the system and the others
 
 # Time budget for building the initial graph. networkx's gnp_random_graph tries every pair
 # (about 65 ns per pair here: 22 minutes at 200,000 organizations); sim.state uses
@@ -475,11 +476,12 @@ SETUP_BUDGET_S = 120
 
 
 def memory_limit() -> int:
-    """Half the memory available now (or 16 GiB if that cannot be read)."""
+    """What a run may use: 90% of the memory available now (or 16 GiB if that cannot be
+    read). A run is refused up front only when its estimate is past this, the real limit."""
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
             if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024 // 2
+                return int(int(line.split()[1]) * 1024 * MEMORY_SHARE)
     except OSError:
         pass
     return 16 * 2**30
@@ -553,7 +555,7 @@ def check_size(values: dict, source: str, limit: int | None = None) -> None:
         key = "ecosystem" if estimate_bytes(at_start)[0] > limit / 2 else "steps"
         raise ScenarioError(source, key, f"this scenario needs about {total / gib:.1f} "
                             f"GiB ({ties:,} ties, {steps_text} steps), above the limit of "
-                            f"{limit / gib:.1f} GiB (half the memory available); expected "
+                            f"{limit / gib:.1f} GiB (90% of the memory available); expected "
                             + ("fewer organizations or individuals, or a lower mean_degree"
                                if key == "ecosystem" else "fewer steps"))
     apps = scheduled_applications(values)
