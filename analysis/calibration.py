@@ -647,11 +647,11 @@ def finished_generations(out: Path) -> int:
         return 0
     from pyabc import History
 
-    h = History(_db(out), create=False)
     try:
+        h = History(_db(out), create=False)
         h.id = 1
         mt = h.max_t
-    except Exception:  # a database without a finished run: start afresh
+    except Exception:  # a database being created, or without a finished run: none finished
         return 0
     return 0 if mt is None or mt < 0 else int(mt) + 1
 
