@@ -13,7 +13,6 @@ import os
 import random
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -23,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import ROOT, SCENARIOS
+from .conftest import ROOT, SCENARIOS, free_port
 
 pytestmark = pytest.mark.browser
 
@@ -39,10 +38,6 @@ if not Path(CHROMIUM).exists():
     pytest.skip("Debian chromium not installed (make browser-deps)", allow_module_level=True)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Server:

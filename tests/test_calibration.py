@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,7 +24,7 @@ from analysis.calibration import (
 )
 from sim.scenario import from_dict
 
-from .conftest import ROOT
+from .conftest import ROOT, free_port
 
 SPIRAL = str(Path(sys.executable).parent / "spiral")
 
@@ -245,39 +244,18 @@ def test_tiny_local_calibration_writes_every_output(tmp_path):
     assert n >= 8
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.slow
-def test_dask_equals_local_and_worker_count_does_not_matter(tmp_path):
+def test_dask_equals_local_and_worker_count_does_not_matter(tmp_path, dask_cluster):
     calibrate(tmp_path, tmp_path / "w1", "--workers", "1", "--ppc", "2")
     calibrate(tmp_path, tmp_path / "w2", "--workers", "2", "--ppc", "2")
     pd.testing.assert_frame_equal(populations(tmp_path / "w1"), populations(tmp_path / "w2"))
-    port = free_port()
-    bin_dir = Path(sys.executable).parent
-    sched = subprocess.Popen([str(bin_dir / "dask"), "scheduler", "--host", "127.0.0.1",
-                              "--port", str(port), "--no-dashboard"],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    worker = None
-    try:
-        addr = f"tcp://127.0.0.1:{port}"
-        worker = subprocess.Popen([str(bin_dir / "dask"), "worker", addr, "--nworkers", "1",
-                                   "--nthreads", "1", "--no-dashboard"],
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
-        r = calibrate(tmp_path, tmp_path / "dask", "--scheduler", addr, "--ppc", "2")
-        assert "Dask" in r.stderr
-        pd.testing.assert_frame_equal(populations(tmp_path / "w1"),
-                                      populations(tmp_path / "dask"))
-        rep = json.loads((tmp_path / "dask" / "calibration.json").read_text())
-        assert rep["sampler"] == "dask"
-    finally:
-        for p in (worker, sched):
-            if p is not None:
-                p.terminate()
-                p.wait(timeout=30)
+    r = calibrate(tmp_path, tmp_path / "dask", "--scheduler", dask_cluster, "--ppc", "2")
+    assert "Dask" in r.stderr
+    pd.testing.assert_frame_equal(populations(tmp_path / "w1"), populations(tmp_path / "dask"))
+    rep = json.loads((tmp_path / "dask" / "calibration.json").read_text())
+    assert rep["sampler"] == "dask"
 
 
 @pytest.mark.slow
