@@ -977,7 +977,7 @@ def write_outputs(cfg: Settings, out: Path, workers, client, sampling_time, log)
 
 
 def main_calibrate(args) -> int:
-    from sim.cli import UsageError
+    from sim.errors import UsageError
 
     targets = load_targets(args.targets)
     d = targets.defaults

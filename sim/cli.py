@@ -13,14 +13,13 @@ import threading
 import time
 from pathlib import Path
 
+from .errors import UsageError  # defined apart: analysis raises it too
 from .scenario import ScenarioError
 
 DEFAULT_SCENARIO = "scenarios/baseline.toml"
 EXIT_BAD_INPUT = 2
 
 
-class UsageError(Exception):
-    """Bad command-line use (reported like bad scenario input)."""
 
 
 class _Parser(argparse.ArgumentParser):
