@@ -154,29 +154,53 @@ def figure(result: dict, name_a: str, name_b: str):
 
 
 def main_compare(args) -> int:
-    from sim.outputs import atomic_write, write_figure
+    """`spiral compare`; the command-line checks (--seeds >= 1) are sim.cli's."""
+    import sys
+
+    from sim.outputs import (
+        COMPARE_FILES,
+        OutputError,
+        first_nonfinite,
+        prepare_folder,
+        write_figure,
+    )
+    from sim.scenario import SEED_MAX, ScenarioError
 
     a = load(args.a, args.set or [])
     b = load(args.b, args.set or [])
-    if args.seeds < 1:
-        from sim.cli import UsageError
-        raise UsageError("spiral compare: --seeds: expected an integer >= 1")
+    for path, sc in ((args.a, a), (args.b, b)):
+        if sc.seed + args.seeds - 1 > SEED_MAX:
+            raise ScenarioError(str(path), "seed", f"expected seed + --seeds - 1 <= {SEED_MAX}, "
+                                f"got {sc.seed} + {args.seeds} - 1")
     out = Path(args.out) if args.out else Path("runs") / f"compare-{a.name}-vs-{b.name}"
-    if args.quiet:
-        result = compare(a, b, args.seeds)
-    else:
-        import sys
-
-        from tqdm import tqdm
-        with tqdm(total=2 * args.seeds, desc="compare", unit="run", leave=False,
-                  file=sys.stderr) as bar:
-            result = compare(a, b, args.seeds, bar.update)
-    rows = result["rows"]
+    stage = prepare_folder(out, COMPARE_FILES, 4 * 2**20,
+                           label="--out" if args.out else "output folder")
+    with stage:
+        if args.quiet:
+            result = compare(a, b, args.seeds)
+        else:
+            from tqdm import tqdm
+            with tqdm(total=2 * args.seeds, desc="compare", unit="run", leave=False,
+                      file=sys.stderr) as bar:
+                result = compare(a, b, args.seeds, bar.update)
+        for label, path in (("A", args.a), ("B", args.b)):  # no NaN or inf in any output
+            for summ in result["runs"][label][0]:
+                hit = first_nonfinite({k: summ[k] for k in OUTCOMES})
+                if hit is not None:
+                    raise ScenarioError(str(path), hit, f"the run with seed {summ['seed']} "
+                                        "produced a non-finite value (NaN or inf); expected "
+                                        "finite numbers")
+        rows = result["rows"]
+        md = table_markdown(rows, a.name, b.name, args.seeds)
+        try:
+            (stage / "compare.md").write_text(md, encoding="utf-8")
+            (stage / "compare.csv").write_text(table_csv(rows), encoding="utf-8")
+            write_figure(stage / "compare.png", figure(result, a.name, b.name))
+        except OSError as e:
+            raise OutputError(f"{stage.label} {out}", f"cannot write the results: "
+                              f"{e.strerror or e}") from None
+        stage.commit()
     print(table_text(rows, f"A: {a.name}", f"B: {b.name}"))
-    md = table_markdown(rows, a.name, b.name, args.seeds)
-    atomic_write(out / "compare.md", lambda tmp: tmp.write_text(md))
-    atomic_write(out / "compare.csv", lambda tmp: tmp.write_text(table_csv(rows)))
-    write_figure(out / "compare.png", figure(result, a.name, b.name))
     print(f"results: {out}/  (compare.md, compare.csv)")
     print(f"plot:    {out / 'compare.png'}")
     return 0

@@ -1,21 +1,36 @@
 """Parameter sweeps: sweep files, designs, executors, resumable Parquet parts.
 
 A sweep file names a base scenario, parameters (any scenario key by its dotted name, a list of
-values or a {min, max} range), a design (grid, random, lhs, sobol), replicates and a seed. Run
-k is point k // replicates, replicate k % replicates; its seed is derived from the sweep seed and
-k alone (numpy SeedSequence), so a run's result does not depend on workers, order or
-interruptions. Finished runs are appended to DIR/runs/part-*.parquet in small atomic parts; a
-rerun of the same command skips every run already in a part.
+values or a {min, max} range), a design (grid, random, lhs, sobol), replicates and a seed.
+
+Seeds (common random numbers by default): replicate r of every design point uses the seed
+SeedSequence(sweep seed, spawn_key=(r,)), so the same replicate shares its random stream across
+points and paired comparisons between points are possible. With `common_random_numbers = false`
+the seed is SeedSequence(sweep seed, spawn_key=(point, r)) instead. Run numbers are
+replicate-major: run = replicate * n_points + point, so adding replicates only appends runs and
+leaves every existing run (number, seed, row) unchanged. A run's result does not depend on
+workers, order or interruptions.
+
+Finished runs are appended to DIR/runs/part-*.parquet in small atomic parts typed from the
+scenario schema; a rerun of the same command skips every run already in a part. The folder is
+locked while a sweep runs; a truncated or corrupt part is quarantined and its runs rerun; resume
+refuses when the code, libraries or any scenario file of the base's `extends` chain changed
+(`--force` overrides, recorded in sweep.json).
 """
 
 from __future__ import annotations
 
 import concurrent.futures as cf
+import datetime
+import fcntl
 import hashlib
 import itertools
 import json
 import math
 import os
+import socket
+import sys
+import threading
 import time
 import tomllib
 import uuid
@@ -28,6 +43,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from sim import __version__
+from sim.provenance import code_provenance, differences, scenario_files
 from sim.scenario import (
     SCHEMA,
     Scenario,
@@ -41,14 +57,23 @@ from sim.scenario import (
 )
 
 DESIGNS = ("grid", "random", "lhs", "sobol")
-OUTPUTS = ("summary", "series")
+OUTPUTS = ("summary", "series", "alliances")
 SWEEP_KEYS = ("name", "description", "base", "design", "samples", "replicates", "seed", "steps",
-              "parameters", "outputs")
+              "parameters", "outputs", "common_random_numbers")
+MAX_POINTS = 1_000_000  # every point is validated before the sweep starts
+MAX_RUNS = 10_000_000
 # summary.json metrics kept per run (scalars only)
 METRICS = ("steps", "mean_trust", "mean_openness", "share_spiral_in", "share_spiral_out",
            "share_undecided", "value_created", "value_perceived", "alliances_formed",
            "alliances_ended", "failure_rate", "mean_abundance", "share_abundance_mindset",
            "trusting_component")
+INT_METRICS = ("steps", "alliances_formed", "alliances_ended")
+# summary metrics kept when the model provides them (null otherwise)
+OPTIONAL_METRICS = ("failure_rate_km", "median_duration")
+SCHEME = ("common random numbers: replicate r uses SeedSequence(seed, spawn_key=(r,)) at every "
+          "point; run = replicate * n_points + point")
+SCHEME_INDEPENDENT = ("independent streams: point p, replicate r uses SeedSequence(seed, "
+                      "spawn_key=(p, r)); run = replicate * n_points + point")
 
 
 @dataclass
@@ -59,6 +84,7 @@ class Param:
     hi: float | None = None
     num: int | None = None  # grid over a range: num evenly spaced values
     integer: bool = False
+    kind: str = "float"  # column type: int, float, bool or str
 
     @property
     def keys(self) -> list[str]:
@@ -79,10 +105,35 @@ class Sweep:
     outputs: str = "summary"
     name: str = "sweep"
     points: list[dict[str, Any]] = field(default_factory=list)
+    crn: bool = True  # common random numbers
+    keep: tuple[str, ...] = ()  # extra outputs kept: "series", "alliances"
 
     @property
     def n_runs(self) -> int:
         return len(self.points) * self.replicates
+
+    @property
+    def n_points(self) -> int:
+        return len(self.points)
+
+    def columns(self) -> dict[str, str]:
+        """Parameter column -> type (int, float, bool, str)."""
+        out = {}
+        for p in self.params:
+            for k in p.keys:
+                out[k] = p.kind
+        return out
+
+    def schema(self) -> pa.Schema:
+        """The runs table's schema: fixed by the sweep file, not by the first values."""
+        types = {"int": pa.int64(), "float": pa.float64(), "bool": pa.bool_(), "str": pa.string()}
+        fields = [("run", pa.int64()), ("point", pa.int64()), ("replicate", pa.int64())]
+        fields += [(k, types[t]) for k, t in self.columns().items()]
+        fields += [("seed", pa.int64()), ("status", pa.string())]
+        fields += [(k, pa.int64() if k in INT_METRICS else pa.float64()) for k in METRICS]
+        fields += [(k, pa.float64()) for k in OPTIONAL_METRICS]
+        fields += [("provenance_id", pa.string())]
+        return pa.schema(fields)
 
 
 # --- loading and validation ---------------------------------------------------------------
@@ -141,8 +192,14 @@ def load_sweep(path: str | Path) -> Sweep:
     if steps is not None:
         steps = integer("steps", None, 1, 10**7)
     outputs = raw.get("outputs", "summary")
-    if outputs not in OUTPUTS:
-        raise ScenarioError(src, "outputs", f'expected "summary" or "series", got {outputs!r}')
+    outs = outputs if isinstance(outputs, list) else [outputs]
+    if not outs or not all(isinstance(o, str) and o in OUTPUTS for o in outs):
+        raise ScenarioError(src, "outputs", 'expected "summary", "series", "alliances" or a list '
+                            f'of them, e.g. ["series", "alliances"], got {outputs!r}')
+    keep = tuple(o for o in ("series", "alliances") if o in outs)
+    crn = raw.get("common_random_numbers", True)
+    if not isinstance(crn, bool):
+        raise ScenarioError(src, "common_random_numbers", f"expected true or false, got {crn!r}")
     if design == "sobol" and samples & (samples - 1):
         raise ScenarioError(src, "samples", f"expected a power of 2 for sobol, got {samples}")
     params_raw = raw.get("parameters")
@@ -150,21 +207,40 @@ def load_sweep(path: str | Path) -> Sweep:
         raise ScenarioError(src, "parameters", "expected a table [parameters] with at least one "
                             'parameter, e.g. "mindset.abundance_share" = [0.0, 0.5, 1.0]')
     params = []
+    owner: dict[str, str] = {}  # scenario key -> the parameter that sets it
     for pname, spec in params_raw.items():
         keys = pname.split("+")
         for key in keys:
             if key not in known_keys() and not (key.startswith("interventions.")):
                 raise ScenarioError(src, f'parameters."{pname}"',
                                     "unknown scenario key" + _suggest(key, known_keys()))
+            if key == "seed":
+                raise ScenarioError(src, f'parameters."{pname}"',
+                                    "seed cannot be swept: each run's seed comes from the sweep's "
+                                    "seed and the replicate; expected more replicates instead")
+            if key == "steps" and steps is not None:
+                raise ScenarioError(src, f'parameters."{pname}"',
+                                    "steps is also set by the sweep's top-level steps; expected "
+                                    "one of the two")
+            if key in owner or keys.count(key) > 1:
+                other = owner.get(key, pname)
+                raise ScenarioError(src, f'parameters."{pname}"',
+                                    f'{key} is also set by parameters."{other}"; expected each '
+                                    "scenario key in one parameter only")
+            owner[key] = pname
         kspec = _key_spec(keys[0])
         is_int = kspec is not None and kspec.kind == "int"
         if isinstance(spec, list):
             if not spec:
                 raise ScenarioError(src, f'parameters."{pname}"', "expected a non-empty list")
+            kind = _column_kind(kspec, spec)
+            if kind == "float":  # [0, 0.5, 1] for a float key: one column type, floats
+                spec = [float(v) if isinstance(v, int) and not isinstance(v, bool) else v
+                        for v in spec]
             for key in keys:
                 for v in spec:
                     _check_value(src, base, pname, key, v)
-            p = Param(pname, values=list(spec), integer=is_int)
+            p = Param(pname, values=list(spec), integer=is_int, kind=kind)
         elif isinstance(spec, dict):
             extra = set(spec) - {"min", "max", "num"}
             if extra or "min" not in spec or "max" not in spec:
@@ -188,7 +264,8 @@ def load_sweep(path: str | Path) -> Sweep:
             if design == "grid" and num is None:
                 raise ScenarioError(src, f'parameters."{pname}"',
                                     "a grid needs a list of values or a range with num = N")
-            p = Param(pname, lo=float(lo), hi=float(hi), num=num, integer=is_int)
+            p = Param(pname, lo=float(lo), hi=float(hi), num=num, integer=is_int,
+                      kind="int" if is_int else "float")
         else:
             raise ScenarioError(src, f'parameters."{pname}"',
                                 f"expected a list of values or {{ min = ..., max = ... }}, "
@@ -198,17 +275,68 @@ def load_sweep(path: str | Path) -> Sweep:
                                 "sobol needs ranges { min = ..., max = ... }, not lists")
         params.append(p)
     sw = Sweep(str(path), hashlib.sha256(data).hexdigest(), base, design, samples, replicates,
-               seed, steps, params, outputs, raw.get("name", path.stem))
+               seed, steps, params, outputs, raw.get("name", path.stem), crn=crn, keep=keep)
+    # the size is checked before the design is materialised
+    n_points = count_points(sw)
+    if n_points > MAX_POINTS:
+        raise ScenarioError(src, "parameters" if design == "grid" else "samples",
+                            f"{n_points:,} design points: expected at most {MAX_POINTS:,}")
+    if n_points * replicates > MAX_RUNS:
+        raise ScenarioError(src, "replicates", f"{n_points * replicates:,} runs: expected at "
+                            f"most {MAX_RUNS:,}")
     sw.points = design_points(sw)
-    if sw.n_runs > 10_000_000:
-        raise ScenarioError(src, "samples", f"{sw.n_runs} runs: expected at most 10,000,000")
-    # every point must make a valid scenario (e.g. theta_down < theta_up for combinations)
-    for pt in sw.points[:1000]:
+    validate_points(sw)
+    return sw
+
+
+# Scenario keys that take part in a check across keys (theta_down < theta_up, out_level <
+# in_level, the graph's degree against its size, interventions against steps and organizations,
+# the memory estimate). Every value of every parameter is checked on its own above; a point is
+# then valid if its combination of these keys is, so each distinct combination is validated
+# once (with the other parameters at the point's own values for the first point that has it).
+COUPLED_SECTIONS = ("ecosystem", "regimes", "formation", "noise")
+COUPLED_KEYS = ("steps", "mindset.theta_down", "mindset.theta_up")
+
+
+def _coupled(key: str) -> bool:
+    return (key in COUPLED_KEYS or key.split(".")[0] in COUPLED_SECTIONS
+            or key.startswith("interventions"))
+
+
+def validate_points(sw: Sweep) -> None:
+    """Every point must make a valid scenario (e.g. theta_down < theta_up for combinations)."""
+    coupled = [p.name for p in sw.params if any(_coupled(k) for k in p.keys)]
+    seen: set = set()
+    for i, pt in enumerate(sw.points):
+        key = tuple(repr(pt[n]) for n in coupled)
+        if key in seen:
+            continue
+        seen.add(key)
         try:
             scenario_for(sw, pt)
         except ScenarioError as e:
-            raise ScenarioError(src, "parameters", f"point {pt}: {e}") from None
-    return sw
+            raise ScenarioError(sw.path, "parameters", f"point {i} {pt}: {e.message}") from None
+
+
+def _column_kind(kspec, values: list) -> str:
+    """The column type of a list parameter: from the schema, else from all its values."""
+    if kspec is not None and kspec.kind in ("int", "float", "bool", "str"):
+        return kspec.kind
+    if all(isinstance(v, bool) for v in values):
+        return "bool"
+    if all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        return "int"
+    if all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
+        return "float"
+    return "str"
+
+
+def count_points(sw: Sweep) -> int:
+    if sw.design == "grid":
+        return math.prod(len(p.values) if p.values is not None else p.num for p in sw.params)
+    if sw.design == "sobol":
+        return sw.samples * (len(sw.params) + 2)
+    return sw.samples
 
 
 # --- designs ------------------------------------------------------------------------------
@@ -223,8 +351,10 @@ def design_points(sw: Sweep) -> list[dict[str, Any]]:
     """The design's points, deterministic given the sweep file."""
     ps = sw.params
     if sw.design == "grid":
+        # a range's grid values are rounded to 12 decimals, so 0.3 is stored as 0.3 (not
+        # 0.30000000000000004) and `WHERE share = 0.3` finds it
         axes = [p.values if p.values is not None else
-                list(np.linspace(p.lo, p.hi, p.num)) for p in ps]
+                [round(float(v), 12) for v in np.linspace(p.lo, p.hi, p.num)] for p in ps]
         return [{p.name: _cast(p, v) for p, v in zip(ps, combo)}
                 for combo in itertools.product(*axes)]
     rng = np.random.default_rng(np.random.SeedSequence([sw.seed, 0xD5]))
@@ -259,9 +389,19 @@ def sobol_problem(sw: Sweep, unit: bool = False) -> dict:
 
 
 # --- one run ------------------------------------------------------------------------------
-def run_seed(sweep_seed: int, run: int) -> int:
-    """The seed of run `run`: from the sweep seed and the run index only."""
-    return int(np.random.SeedSequence(sweep_seed, spawn_key=(run,)).generate_state(1)[0])
+def run_seed(sweep_seed: int, replicate: int, point: int | None = None) -> int:
+    """The seed of replicate `replicate` (common random numbers: the same at every point), or,
+    with `point`, of that point's replicate (independent streams)."""
+    key = (replicate,) if point is None else (point, replicate)
+    return int(np.random.SeedSequence(sweep_seed, spawn_key=key).generate_state(1)[0])
+
+
+def run_number(sw: Sweep, point: int, replicate: int) -> int:
+    return replicate * sw.n_points + point
+
+
+def seed_of(sw: Sweep, point: int, replicate: int) -> int:
+    return run_seed(sw.seed, replicate, None if sw.crn else point)
 
 
 def overrides_for(sw: Sweep, point: dict[str, Any]) -> list[tuple[str, Any]]:
@@ -285,25 +425,58 @@ class Task:
     overrides: list
     columns: dict  # parameter columns for the row
     keep_series: bool
+    keep_alliances: bool = False
 
 
 def tasks(sw: Sweep, skip: set[int]):
-    for run in range(sw.n_runs):
-        if run in skip:
-            continue
-        pi, rep = divmod(run, sw.replicates)
-        point = sw.points[pi]
-        cols = {k: v for name, v in point.items() for k in name.split("+")}
-        yield Task(run, pi, rep, run_seed(sw.seed, run), sw.base.values,
-                   overrides_for(sw, point), cols, sw.outputs == "series")
+    """Replicate-major: every point's replicate 0, then every point's replicate 1, ..."""
+    for rep in range(sw.replicates):
+        for pi, point in enumerate(sw.points):
+            run = run_number(sw, pi, rep)
+            if run in skip:
+                continue
+            cols = {k: v for name, v in point.items() for k in name.split("+")}
+            yield Task(run, pi, rep, seed_of(sw, pi, rep), sw.base.values,
+                       overrides_for(sw, point), cols, "series" in sw.keep,
+                       "alliances" in sw.keep)
 
 
-def execute(task: Task) -> tuple[dict, dict | None]:
-    """Run one task (in a worker). Never raises: a failure is recorded in `status`."""
+def alliance_rows(model, run: int) -> dict[str, np.ndarray]:
+    """One row per alliance of a finished run, for survival analysis: when it formed and ended,
+    its duration (to its end, or to the last step if still active: right-censored) and the pair
+    type of its two organizations' cultures at the start."""
+    cols = dict(model.alliances())
+    n = len(cols["alliance"])
+    s = model.state
+    last = s.step
+    formed = np.asarray(cols["formed"], np.int64)
+    ended = np.asarray(cols["ended"], np.int64)
+    if "censored" not in cols:
+        cols["censored"] = ended < 0
+    if "duration" not in cols:
+        cols["duration"] = np.where(ended >= 0, ended, last) - formed
+    start = getattr(s, "abundant_start", None)
+    if start is None:  # a state without the flag: the culture's level decides
+        start = s.culture >= 0.5
+    kind = np.where(start, "A", "S")
+    a, b = kind[np.asarray(cols["org_a"])], kind[np.asarray(cols["org_b"])]
+    pair = np.where(a == b, np.char.add(a, b), "AS")
+    cols["pair"] = np.array([{"AA": "abundance-abundance", "SS": "scarcity-scarcity",
+                              "AS": "abundance-scarcity"}[p] for p in pair.tolist()], dtype=object)
+    out = {"run": np.full(n, run, np.int64)}
+    for k, v in cols.items():
+        out[k if k != "run" else "alliance_run"] = np.asarray(v)
+    return out
+
+
+def execute(task: Task) -> tuple[dict, dict]:
+    """Run one task (in a worker). Never raises: a failure is recorded in `status`.
+    Returns the run's row and its extra tables ("series", "alliances": column dicts)."""
     row = {"run": task.run, "point": task.point, "replicate": task.replicate, **task.columns,
            "seed": task.seed, "status": "ok"}
-    series = None
+    extra: dict = {}
     try:
+        row["provenance_id"] = code_provenance()["provenance_id"]
         from sim.model import AllianceModel
 
         sc = Scenario(task.values).with_overrides(task.overrides + [("seed", task.seed)])
@@ -311,17 +484,22 @@ def execute(task: Task) -> tuple[dict, dict | None]:
         m.run()
         s = m.summary()
         for k in METRICS:
-            row[k] = float(s[k]) if k not in ("steps", "alliances_formed",
-                                              "alliances_ended") else int(s[k])
+            row[k] = int(s[k]) if k in INT_METRICS else float(s[k])
+        for k in OPTIONAL_METRICS:
+            v = s.get(k)
+            row[k] = None if v is None or not np.isfinite(v) else float(v)
         if task.keep_series:
             df = m.timeseries()
-            series = {"run": np.full(len(df), task.run, np.int64),
-                      **{c: df[c].to_numpy() for c in df.columns}}
+            extra["series"] = {"run": np.full(len(df), task.run, np.int64),
+                               **{c: df[c].to_numpy() for c in df.columns}}
+        if task.keep_alliances:
+            extra["alliances"] = alliance_rows(m, task.run)
     except Exception as e:  # noqa: BLE001 - a run that raises is recorded and the sweep goes on
         row["status"] = f"{type(e).__name__}: {e}"[:500]
-        for k in METRICS:
+        for k in METRICS + OPTIONAL_METRICS:
             row[k] = None
-    return row, series
+        extra = {}
+    return row, extra
 
 
 # --- executors ----------------------------------------------------------------------------
@@ -340,9 +518,33 @@ class InlineExecutor:
         pass
 
 
+def _worker_init(parent: int) -> None:
+    """A pool worker dies with the sweep's parent, even after SIGKILL of the parent: Linux's
+    parent-death signal where available, and a watchdog thread everywhere."""
+    try:
+        import ctypes
+        import signal
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent:  # the parent died before the signal was armed
+        os._exit(1)
+
+    def watch():
+        while True:
+            time.sleep(0.5)
+            if os.getppid() != parent:
+                os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="parent-watchdog").start()
+
+
 class PoolExecutor:
     def __init__(self, workers: int):
-        self.pool = cf.ProcessPoolExecutor(max_workers=workers)
+        self.pool = cf.ProcessPoolExecutor(max_workers=workers, initializer=_worker_init,
+                                           initargs=(os.getpid(),))
 
     def submit(self, fn, *args):
         return self.pool.submit(fn, *args)
@@ -358,10 +560,20 @@ class PoolExecutor:
 class DaskExecutor:
     """The same runs on an existing Dask distributed cluster (dask scheduler / dask worker)."""
 
-    def __init__(self, address: str):
+    def __init__(self, address: str, timeout: float = 10.0):
+        import logging
+
         from distributed import Client
 
-        self.client = Client(address, timeout="20s")
+        # distributed logs its retries; the user gets one line from us instead
+        logging.getLogger("distributed").setLevel(logging.CRITICAL)
+        try:
+            self.client = Client(address, timeout=f"{timeout}s")
+        except (OSError, TimeoutError, ValueError, TypeError) as e:
+            msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise ScenarioError(address, "--scheduler", "cannot reach the Dask scheduler "
+                                f"({msg[:200]}); expected a running `dask scheduler` at "
+                                "tcp://HOST:PORT") from None
 
     def submit(self, fn, *args):
         return self.client.submit(fn, *args, pure=False)
@@ -384,6 +596,49 @@ def make_executor(workers: int, scheduler: str | None):
 
 
 # --- results on disk ----------------------------------------------------------------------
+TABLES = ("runs", "series", "alliances")
+
+
+class CorruptPart(ScenarioError):
+    pass
+
+
+def _readable(f: Path, column: str | None = None) -> bool:
+    try:
+        pf = pq.ParquetFile(f)
+        if column is not None:
+            pf.read(columns=[column])
+        return True
+    except Exception:  # noqa: BLE001 - any failure to read means truncated or corrupt
+        return False
+
+
+def check_parts(out: Path, repair: bool = False) -> list[Path]:
+    """Unreadable parts (truncated or corrupt). With repair, each is moved to DIR/quarantine/
+    together with the parts of the same name in the other tables, so its runs are rerun."""
+    out = Path(out)
+    bad = [f for t in TABLES for f in sorted((out / t).glob("part-*.parquet"))
+           if not _readable(f, "run")]
+    if repair and bad:
+        q = out / "quarantine"
+        q.mkdir(exist_ok=True)
+        for name in sorted({f.name for f in bad}):
+            for t in TABLES:
+                f = out / t / name
+                if f.exists():
+                    os.replace(f, q / f"{t}-{name}")
+            print(f"warning: {out}/runs/{name}: unreadable (truncated or corrupt); moved to "
+                  f"{q}/, its runs will be run again", file=sys.stderr)
+    return bad
+
+
+def require_readable(out: Path) -> None:
+    bad = check_parts(out)
+    if bad:
+        raise CorruptPart(str(bad[0]), "", f"unreadable part (truncated or corrupt; {len(bad)} "
+                          "in all); run the same `spiral sweep` again to quarantine and rerun it")
+
+
 def done_runs(out: Path) -> set[int]:
     """Runs already in a finished part (temporary files of a killed write are ignored)."""
     done: set[int] = set()
@@ -393,23 +648,52 @@ def done_runs(out: Path) -> set[int]:
 
 
 def _clean_orphans(out: Path) -> None:
-    """Series parts whose runs part never landed (killed between the two writes)."""
+    """Series or alliance parts whose runs part never landed (killed between the writes)."""
     runs = {f.name for f in (out / "runs").glob("part-*.parquet")}
-    for f in (out / "series").glob("part-*.parquet"):
-        if f.name not in runs:
-            f.unlink()
+    for t in ("series", "alliances"):
+        for f in (out / t).glob("part-*.parquet"):
+            if f.name not in runs:
+                f.unlink()
 
 
-def _write_part(out: Path, rows: list[dict], series: list[dict]):
+def _table(cols_list: list[dict]) -> pa.Table:
+    cols = {}
+    for k in cols_list[0]:
+        v = np.concatenate([np.asarray(c[k]) for c in cols_list])
+        cols[k] = pa.array(v.tolist()) if v.dtype == object else pa.array(v)
+    return pa.table(cols)
+
+
+def _write_part(out: Path, rows: list[dict], extras: dict[str, list[dict]],
+                schema: pa.Schema | None = None):
     from sim.outputs import atomic_write
 
     name = f"part-{time.time_ns()}-{os.getpid()}-{uuid.uuid4().hex[:6]}.parquet"
-    if series:
-        cols = {k: np.concatenate([s[k] for s in series]) for k in series[0]}
-        t = pa.table(cols)
-        atomic_write(out / "series" / name, lambda tmp: pq.write_table(t, tmp))
-    table = pa.Table.from_pylist(sorted(rows, key=lambda r: r["run"]))
+    for t, items in extras.items():  # first the extra tables, then the runs part that counts
+        if items:
+            tab = _table(items)
+            atomic_write(out / t / name, lambda tmp, tab=tab: pq.write_table(tab, tmp))
+    rows = sorted(rows, key=lambda r: r["run"])
+    if schema is not None:
+        rows = [{k: r.get(k) for k in schema.names} for r in rows]
+        table = pa.Table.from_pylist(rows, schema=schema)
+    else:
+        table = pa.Table.from_pylist(rows)
     atomic_write(out / "runs" / name, lambda tmp: pq.write_table(table, tmp))
+
+
+def design_sha256(sw: Sweep) -> str:
+    """What makes two sweep files the same design (replicates excluded: they can grow)."""
+    m = sweep_meta(sw)
+    keep = {k: m[k] for k in ("design", "samples", "seed", "steps", "outputs", "parameters",
+                              "base_sha256", "common_random_numbers")}
+    keep["points"] = hashlib.sha256(json.dumps(sw.points, sort_keys=True,
+                                               default=str).encode()).hexdigest()
+    return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def sweep_provenance(sw: Sweep) -> dict:
+    return {**code_provenance(), "files": scenario_files(sw.base)}
 
 
 def sweep_meta(sw: Sweep) -> dict:
@@ -417,51 +701,142 @@ def sweep_meta(sw: Sweep) -> dict:
             "base": sw.base.path, "base_sha256": sw.base.file_sha256, "design": sw.design,
             "samples": sw.samples, "replicates": sw.replicates, "seed": sw.seed,
             "steps": sw.steps, "outputs": sw.outputs,
+            "common_random_numbers": sw.crn,
+            "seed_scheme": SCHEME if sw.crn else SCHEME_INDEPENDENT,
             "parameters": {p.name: (p.values if p.values is not None else
                                     {"min": p.lo, "max": p.hi, **({"num": p.num} if p.num
                                                                   else {})})
                            for p in sw.params},
+            "columns": sw.columns(),
             "n_points": len(sw.points), "n_runs": sw.n_runs}
 
 
-def prepare_out(sw: Sweep, out: Path) -> None:
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+
+
+class Lock:
+    """An exclusive lock on a sweep folder (flock on DIR/.sweep.lock; the kernel releases it
+    when the holder dies, even by SIGKILL)."""
+
+    def __init__(self, out: Path):
+        self.path = Path(out) / ".sweep.lock"
+        self.fd = None
+
+    def __enter__(self):
+        if self.fd is not None:  # already held
+            return self
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise ScenarioError(str(self.path.parent), "lock",
+                                f"another sweep is writing this folder ({holder}); wait for it "
+                                "to finish or choose another --out") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since {_now()}\n".encode(), 0)
+        self.fd = fd
+        return self
+
+    def __exit__(self, *exc):
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+def prepare_out(sw: Sweep, out: Path, force: bool = False) -> None:
+    """Write sweep.json for a new folder; for an existing one check that it holds this sweep,
+    made by the same code, libraries and scenario files (else refuse, or record --force)."""
     from sim.outputs import write_json
 
     meta_path = out / "sweep.json"
+    prov = sweep_provenance(sw)
+    meta = sweep_meta(sw)
+    meta["design_sha256"] = design_sha256(sw)
     if meta_path.exists():
-        old = json.loads(meta_path.read_text())
-        if old.get("sweep_sha256") != sw.sha256 or old.get("base_sha256") != sw.base.file_sha256:
+        try:
+            old = json.loads(meta_path.read_text())
+            if not isinstance(old, dict):
+                raise ValueError
+        except (ValueError, UnicodeDecodeError):
+            raise ScenarioError(str(meta_path), "", "unreadable sweep.json (empty or not "
+                                "JSON); expected the file written by `spiral sweep`, or choose "
+                                "another --out") from None
+        if "design_sha256" not in old:  # numbered runs point-major, seeds by run index
+            raise ScenarioError(str(out), "sweep.json", "this folder was made by an older "
+                                "version that numbered runs and chose seeds differently; it "
+                                "cannot be resumed (not even with --force); expected a new "
+                                "--out")
+        if old.get("design_sha256") != meta["design_sha256"]:
             raise ScenarioError(str(out), "sweep.json", "this folder holds results of another "
                                 "sweep (or an edited sweep or base file); expected the same "
                                 "sweep, or choose another --out")
+        changed = (differences(old["provenance"], prov) if "provenance" in old
+                   else ["no provenance recorded (made by an older version)"])
+        if changed and not force:
+            raise ScenarioError(str(out), "resume", "refused: " + "; ".join(changed)[:600]
+                                + " since this sweep started; expected the same code, libraries "
+                                "and scenario files (--force to resume anyway, recorded)")
+        history = old.get("history", [])
+        if changed or old.get("replicates", sw.replicates) < sw.replicates:
+            history.append({"time": _now(), "replicates": sw.replicates,
+                            "provenance_id": prov["provenance_id"],
+                            **({"forced": changed} if changed else {})})
+            new = {**old, "replicates": max(sw.replicates, old.get("replicates", 0)),
+                   "history": history}
+            new["n_runs"] = new["replicates"] * old.get("n_points", sw.n_points)
+            if changed:
+                new.setdefault("forced", []).append({"time": _now(), "changed": changed})
+            write_json(meta_path, new)
     else:
-        write_json(meta_path, sweep_meta(sw))
-    (out / "runs").mkdir(parents=True, exist_ok=True)
-    if sw.outputs == "series":
-        (out / "series").mkdir(parents=True, exist_ok=True)
-        _clean_orphans(out)
+        write_json(meta_path, {**meta, "provenance": prov, "started": _now(),
+                               "history": [{"time": _now(), "replicates": sw.replicates,
+                                            "provenance_id": prov["provenance_id"]}]})
+    for t in ("runs", *sw.keep):
+        (out / t).mkdir(parents=True, exist_ok=True)
+    check_parts(out, repair=True)
+    _clean_orphans(out)
 
 
 def run_sweep(sw: Sweep, out: Path, workers: int = 1, scheduler: str | None = None,
               progress: bool = True, flush_rows: int | None = None,
-              flush_seconds: float = 5.0) -> dict:
+              flush_seconds: float = 5.0, force: bool = False) -> dict:
     """Run every missing run of the sweep into `out`; returns counts."""
     out = Path(out)
-    prepare_out(sw, out)
+    executor = make_executor(workers, scheduler)  # a bad scheduler fails before any write
+    try:
+        if out.exists() and not out.is_dir():
+            raise ScenarioError(str(out), "--out", "expected a folder, got a file")
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            lock = Lock(out).__enter__()
+        except OSError as e:
+            raise ScenarioError(str(out), "--out", f"cannot write here ({e.strerror or e}); "
+                                "expected a writable folder") from None
+        with lock:
+            return _run_locked(sw, out, executor, workers, scheduler, progress, flush_rows,
+                               flush_seconds, force)
+    finally:
+        executor.close()
+
+
+def _run_locked(sw, out, executor, workers, scheduler, progress, flush_rows, flush_seconds,
+                force) -> dict:
+    prepare_out(sw, out, force)
     skip = done_runs(out)
-    todo = sw.n_runs - len(skip)
+    todo = sw.n_runs - len(skip & set(range(sw.n_runs)))
     if flush_rows is None:
         flush_rows = max(10, min(500, math.ceil(sw.n_runs / 50)))
-    executor = make_executor(workers, scheduler)
     in_flight_max = max(4, 4 * max(workers, 1)) if not scheduler else 256
+    schema = sw.schema()
     bar = None
     if progress:
-        import sys
-
         from tqdm import tqdm
-        bar = tqdm(total=sw.n_runs, initial=len(skip), desc=sw.name, unit="run", file=sys.stderr,
-                   dynamic_ncols=True)
-    rows, series, failures, finished = [], [], 0, 0
+        bar = tqdm(total=sw.n_runs, initial=sw.n_runs - todo, desc=sw.name, unit="run",
+                   file=sys.stderr, dynamic_ncols=True)
+    rows, extras, failures, finished = [], {t: [] for t in sw.keep}, 0, 0
     last_flush = time.monotonic()
     pending = set()
     it = tasks(sw, skip)
@@ -478,47 +853,131 @@ def run_sweep(sw: Sweep, out: Path, workers: int = 1, scheduler: str | None = No
                 break
             for f in executor.wait_some(pending):
                 pending.discard(f)
-                row, ser = f.result()
+                row, extra = f.result()
                 rows.append(row)
-                if ser is not None:
-                    series.append(ser)
+                for k, v in extra.items():
+                    extras[k].append(v)
                 finished += 1
                 failures += row["status"] != "ok"
                 if bar is not None:
                     bar.update(1)
                     bar.set_postfix(failed=failures, refresh=False)
             if len(rows) >= flush_rows or (rows and time.monotonic() - last_flush > flush_seconds):
-                _write_part(out, rows, series)
-                rows, series, last_flush = [], [], time.monotonic()
+                _write_part(out, rows, extras, schema)
+                rows, extras, last_flush = [], {t: [] for t in sw.keep}, time.monotonic()
         if rows:
-            _write_part(out, rows, series)
+            _write_part(out, rows, extras, schema)
     finally:
-        executor.close()
         if bar is not None:
             bar.close()
-    return {"runs": sw.n_runs, "skipped": len(skip), "finished": finished, "failed": failures,
-            "todo": todo}
+    failed_total = count_failed(out)
+    return {"runs": sw.n_runs, "skipped": sw.n_runs - todo, "finished": finished,
+            "failed": failures, "failed_total": failed_total, "todo": todo}
+
+
+def count_failed(out: Path) -> int:
+    """Failed runs in the folder's parts."""
+    n = 0
+    for f in sorted((Path(out) / "runs").glob("part-*.parquet")):
+        st = pq.read_table(f, columns=["status"]).column("status").to_pylist()
+        n += sum(s != "ok" for s in st)
+    return n
 
 
 def read_runs(out: Path):
-    """All runs of a sweep folder as a pyarrow Table sorted by run."""
+    """All runs of a sweep folder as a pyarrow Table sorted by run (a corrupt part: one-line
+    error naming it)."""
     files = sorted((Path(out) / "runs").glob("part-*.parquet"))
     if not files:
         return None
-    t = pa.concat_tables([pq.read_table(f) for f in files], promote_options="default")
+    require_readable(out)
+    tables = []
+    for f in files:
+        t = pq.read_table(f)
+        missing = [c for c in ("run", "status") if c not in t.column_names]
+        if missing:
+            raise ScenarioError(str(f), "", f"not a part written by `spiral sweep` (no column "
+                                f"{', '.join(missing)}); expected only sweep parts in runs/")
+        tables.append(t)
+    try:
+        t = pa.concat_tables(tables, promote_options="permissive")
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
+        raise ScenarioError(str(Path(out) / "runs"), "", "parts with incompatible columns "
+                            f"({str(e).splitlines()[0][:160]}); expected the parts of one "
+                            "sweep") from None
     return t.sort_by("run")
+
+
+def read_table(out: Path, table: str):
+    files = sorted((Path(out) / table).glob("part-*.parquet"))
+    if not files:
+        return None
+    return pa.concat_tables([pq.read_table(f) for f in files], promote_options="permissive")
+
+
+def mc_half_width(out: Path, outcome: str, level: float = 0.95) -> tuple[float, int]:
+    """The widest 95% t-interval half-width of the mean of `outcome` over the design points,
+    and the fewest replicates at a point."""
+    from scipy import stats
+
+    t = read_runs(out)
+    df = t.to_pandas()
+    df = df[df["status"] == "ok"]
+    g = df.groupby("point")[outcome]
+    n = g.count()
+    if n.min() < 2:
+        return math.inf, int(n.min())
+    half = stats.t.ppf(0.5 + level / 2, n - 1) * g.std(ddof=1) / np.sqrt(n)
+    return float(half.max()), int(n.min())
 
 
 def main_sweep(args) -> int:
     sw = load_sweep(args.sweep)
     out = Path(args.out) if args.out else Path("runs") / f"sweep-{sw.name}"
     workers = args.workers if args.workers is not None else (os.cpu_count() or 1)
+    force = getattr(args, "force", False)
+    until = getattr(args, "until_width", None)
+    outcome = getattr(args, "outcome", None) or "mean_trust"
+    max_reps = getattr(args, "max_replicates", None) or 1000
+    if until is not None:
+        if not until > 0:
+            raise ScenarioError("--until-width", "", f"expected a width > 0, got {until}")
+        if outcome not in METRICS:
+            raise ScenarioError("--outcome", "", f"expected a summary metric, got {outcome!r}"
+                                + _suggest(outcome, METRICS))
     t0 = time.perf_counter()
-    res = run_sweep(sw, out, workers, args.scheduler, progress=not args.quiet)
+    res = run_sweep(sw, out, workers, args.scheduler, progress=not args.quiet, force=force)
+    if until is not None:  # add replicates until every point's interval is narrow enough
+        while True:
+            half, nmin = mc_half_width(out, outcome)
+            width = 2 * half
+            print(f"{sw.name}: {sw.replicates} replicates: widest 95% interval of mean "
+                  f"{outcome} over points {width:.4f} (target {until})", file=sys.stderr)
+            if width <= until or sw.replicates >= max_reps:
+                break
+            grow = (width / until) ** 2 if math.isfinite(width) else 2.0
+            sw.replicates = min(max_reps, max(sw.replicates + 1, math.ceil(sw.replicates * grow)))
+            r2 = run_sweep(sw, out, workers, args.scheduler, progress=not args.quiet,
+                           force=force)
+            res["finished"] += r2["finished"]
+            res["failed"] += r2["failed"]
+            res["failed_total"] = r2["failed_total"]
+            res["runs"] = r2["runs"]
+        res["width"] = width
     dt = time.perf_counter() - t0
     print(f"{sw.name}: {res['runs']} runs ({res['skipped']} already done, {res['finished']} run "
           f"now, {res['failed']} failed) in {dt:.1f}s")
     print(f"results: {out}/runs/part-*.parquet  (query: spiral query {out} \"SELECT ...\")")
+    if until is not None and res["width"] > until:
+        print(f"error: {sw.name}: the target width {until} was not reached with "
+              f"{sw.replicates} replicates (widest interval {res['width']:.4f}); raise "
+              "--max-replicates", file=sys.stderr)
+        return 1
+    if res["failed_total"]:
+        print(f"error: {sw.name}: {res['failed_total']} of {res['runs']} runs failed; their "
+              f"errors are in the status column: spiral query {out} \"SELECT run, status FROM "
+              "runs WHERE status <> 'ok'\"", file=sys.stderr)
+        return 1
     return 0
 
 

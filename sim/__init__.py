@@ -1,3 +1,5 @@
 """alliance-spiral: an agent-based model of trust and openness spirals in strategic alliances."""
 
-__version__ = "0.1.0"
+from .provenance import package_version
+
+__version__ = package_version()  # from the package metadata (setuptools-scm)

@@ -7,7 +7,9 @@ what was expected, with exit code 2; nothing is written before the input is know
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -39,29 +41,31 @@ def _scenario_path(arg: str | None) -> Path:
 
 def cmd_run(args) -> int:
     from .model import AllianceModel
-    from .outputs import write_run
+    from .outputs import RUN_FILES, UI_FILES, prepare_folder, run_bytes, write_run
     from .scenario import load
 
-    overrides = list(args.set or [])
+    flags = []
     if args.steps is not None:
-        overrides.append(f"steps={args.steps}")
+        flags.append(("--steps", f"steps={args.steps}"))
     if args.seed is not None:
-        overrides.append(f"seed={args.seed}")
-    scenario = load(_scenario_path(args.scenario), overrides)
+        flags.append(("--seed", f"seed={args.seed}"))
+    scenario = load(_scenario_path(args.scenario), list(args.set or []), flags)
     out = Path(args.out) if args.out else Path("runs") / f"{scenario.name}-{scenario.seed}"
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out}: expected a directory, got a file")
-    t0 = time.perf_counter()
-    model = AllianceModel(scenario)
-    if args.quiet:
-        model.run()
-    else:
-        from tqdm import tqdm
+    # the output folder is checked (and its temporary made) before the run, not after it
+    stage = prepare_folder(out, RUN_FILES + UI_FILES, run_bytes(scenario.values),
+                           label="--out" if args.out else "output folder")
+    with stage:
+        t0 = time.perf_counter()
+        model = AllianceModel(scenario)
+        if args.quiet:
+            model.run()
+        else:
+            from tqdm import tqdm
 
-        with tqdm(total=scenario.steps, desc=scenario.name, unit="step", leave=False,
-                  file=sys.stderr) as bar:
-            model.run(progress=bar.update)
-    paths = write_run(model, out)
+            with tqdm(total=scenario.steps, desc=scenario.name, unit="step", leave=False,
+                      file=sys.stderr) as bar:
+                model.run(progress=bar.update)
+        paths = write_run(model, stage)
     s = model.summary()
     elapsed = time.perf_counter() - t0
     print(f"{scenario.name} seed {s['seed']}: {s['steps']} steps, {s['alliances_formed']} "
@@ -75,14 +79,15 @@ def cmd_run(args) -> int:
 
 
 def cmd_validate(args) -> int:
-    from analysis.sweep import load_sweep, validate_sweep_file
+    from analysis.sweep import load_sweep
 
-    from .scenario import load
+    from .scenario import load, read_toml
 
     bad = 0
     for f in args.files:
         try:
-            if validate_sweep_file(f):
+            raw, _ = read_toml(f)  # bounded and regular files only (no /dev/zero, no FIFO)
+            if "base" in raw and "parameters" in raw:  # a sweep file
                 sw = load_sweep(f)
                 print(f"{f}: ok (sweep: {len(sw.points)} points x {sw.replicates} replicates = "
                       f"{sw.n_runs} runs)")
@@ -123,6 +128,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--scheduler", metavar="ADDRESS",
                    help="run on a Dask distributed cluster, e.g. tcp://127.0.0.1:8786")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.add_argument("--force", action="store_true",
+                   help="resume even though code, libraries or scenario files changed (recorded)")
+    s.add_argument("--until-width", type=float, metavar="W",
+                   help="add replicates until every point's 95%% interval is at most W wide")
+    s.add_argument("--outcome", help="summary metric for --until-width (default mean_trust)")
+    s.add_argument("--max-replicates", type=int, help="cap for --until-width (default 1000)")
     s.set_defaults(func=cmd_sweep)
 
     q = sub.add_parser("query", help="SQL over a sweep's results (DuckDB; tables runs, series)")
@@ -137,7 +148,24 @@ def build_parser() -> argparse.ArgumentParser:
     an.add_argument("dir", help="sweep results folder")
     an.add_argument("--out", help="report folder (default DIR/report/)")
     an.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples")
+    an.add_argument("--seed", type=int, default=12345, help="bootstrap seed (default 12345)")
+    an.add_argument("--allow-incomplete", action="store_true",
+                    help="analyse an incomplete, duplicated or mixed-provenance sweep anyway "
+                         "(every output then says so on its first line)")
+    an.add_argument("--target-width", type=float, metavar="W",
+                    help="report whether each 95%% interval is at most W wide")
     an.set_defaults(func=cmd_analyse)
+
+    d = sub.add_parser("discover", help="scenario discovery (PRIM and CART, EMA Workbench)")
+    d.add_argument("dir", help="sweep results folder")
+    d.add_argument("--outcome", required=True,
+                   help='the cases of interest, e.g. "failure_rate > 0.5"')
+    d.add_argument("--out", help="output folder (default DIR/discover/)")
+    d.add_argument("--threshold", type=float, default=0.8,
+                   help="PRIM's minimum box density (default 0.8)")
+    d.add_argument("--allow-incomplete", action="store_true",
+                   help="use an incomplete sweep anyway (outputs say so)")
+    d.set_defaults(func=cmd_discover)
 
     u = sub.add_parser("ui", help="open the trainer UI (Solara) in the browser")
     u.add_argument("scenario", nargs="?", help="scenario to start with (default baseline.toml)")
@@ -183,7 +211,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--sweep", action="store_true",
                    help="benchmark sweeps instead: runs/s with 1 and 2 workers, parent memory")
     b.add_argument("--ui", action="store_true",
-                   help="benchmark the UI instead: one step plus redraw at 200 organizations")
+                   help="benchmark the UI instead: Step to redrawn figures in chromium at 200 "
+                        "organizations, play redraws/s at 60 (and the server-side frame)")
     b.add_argument("--runs", type=int, default=10_000,
                    help="runs in the sweep memory benchmark (default 10000)")
     b.set_defaults(func=cmd_bench)
@@ -210,10 +239,13 @@ def cmd_analyse(args) -> int:
     return main_analyse(args)
 
 
-def cmd_ui(args) -> int:
-    import os
-    import subprocess
+def cmd_discover(args) -> int:
+    from analysis.discovery import main_discover
 
+    return main_discover(args)
+
+
+def cmd_ui(args) -> int:
     from .scenario import load
 
     folder = Path(args.scenarios) if args.scenarios else Path(__file__).resolve().parent.parent \
@@ -232,15 +264,38 @@ def cmd_ui(args) -> int:
         raise UsageError(f"spiral ui: --scenarios: expected a folder, got {folder}")
     if not 0 < args.port < 65536:
         raise UsageError(f"spiral ui: --port: expected 1..65535, got {args.port}")
+    _check_listen(args.host, args.port)
     env = {**os.environ, "SPIRAL_SCENARIOS": str(folder.resolve()),
            "SPIRAL_UI_SCENARIO": first}
-    cmd = [sys.executable, "-m", "solara", "run", "sim.app", "--host", args.host, "--port",
+    cmd = [sys.executable, "-m", "solara", "run", "sim.ui.page", "--host", args.host, "--port",
            str(args.port), "--production", "--no-open"]
-    print(f"alliance-spiral UI on http://{args.host}:{args.port}/  (Ctrl-C to stop)")
+    print(f"alliance-spiral UI on http://{args.host}:{args.port}/  (Ctrl-C to stop)",
+          flush=True)
+    # exec: Solara *is* this process (same pid), so it cannot outlive a parent that is killed
+    # and it gets Ctrl-C and SIGTERM directly
+    sys.stderr.flush()
+    os.chdir(Path(__file__).resolve().parent.parent)
+    os.execve(sys.executable, cmd, env)
+    return 0  # not reached
+
+
+def _check_listen(host: str, port: int) -> None:
+    """Fail with one line before Solara starts if the server could not listen there."""
+    import socket
+
     try:
-        return subprocess.call(cmd, env=env, cwd=Path(__file__).resolve().parent.parent)
-    except KeyboardInterrupt:
-        return 0
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError, ValueError) as e:
+        raise UsageError(f"spiral ui: --host {host!r}: cannot resolve it "
+                         f"({getattr(e, 'strerror', None) or e})") from None
+    family, kind, proto, _, addr = infos[0]
+    with socket.socket(family, kind, proto) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(addr)
+        except OSError as e:
+            raise UsageError(f"spiral ui: --port {port} on {host}: cannot listen there "
+                             f"({e.strerror or e}); expected a free port") from None
 
 
 def cmd_mechanisms(args) -> int:
@@ -254,6 +309,8 @@ def cmd_mechanisms(args) -> int:
 def cmd_compare(args) -> int:
     from analysis.compare import main_compare
 
+    if args.seeds < 1:
+        raise UsageError("spiral compare: --seeds: expected an integer >= 1")
     return main_compare(args)
 
 
@@ -261,17 +318,9 @@ def cmd_bench(args) -> int:
     from .bench import main_bench
 
     if args.ui:
-        from .ui_session import bench_ui
+        from .ui.bench import main_bench_ui
 
-        res = bench_ui(200, args.steps)
-        print(f"UI: one step plus redraw of the three figures at 200 organizations: "
-              f"{res['ms_per_step_and_redraw']:.0f} ms mean, {res['ms_max']:.0f} ms max "
-              f"({args.steps} steps; goal <= 150 ms)")
-        if args.json:
-            from .outputs import write_json
-
-            write_json(Path(args.json), res)
-        return 0
+        return main_bench_ui(args)
     if args.sweep:
         from analysis.bench_sweep import main_bench_sweep
 
@@ -299,12 +348,56 @@ def cmd_bench(args) -> int:
     return main_bench(args, throughput)
 
 
+def _quiet_stdout() -> None:
+    """After a broken pipe: point stdout at /dev/null so the exit flush cannot fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
+def _on_sigterm(signum, frame):  # like Ctrl-C: temporaries are removed on the way out
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
+    import signal
+
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        return _main(argv)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _main(argv: list[str] | None) -> int:
+    for stream in (sys.stdout, sys.stderr):  # a non-UTF-8 path or name never raises on print
+        try:
+            stream.reconfigure(errors="backslashreplace")
+        except (AttributeError, ValueError):
+            pass
     try:
         args = build_parser().parse_args(argv)
-        return args.func(args)
+        rc = args.func(args)
+        sys.stdout.flush()  # a broken pipe shows here, not in the interpreter's exit flush
+        return rc
     except (ScenarioError, UsageError) as e:
         print(f"error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except BrokenPipeError:  # `spiral ... | head -1`: the reader is gone; end quietly
+        _quiet_stdout()
+        return 141  # 128 + SIGPIPE, as a shell reports it
+    except OSError as e:  # the last net: a file the command could not read or write
+        where = e.filename if e.filename is not None else "spiral"
+        print(f"error: {ScenarioError(str(where), '', e.strerror or str(e))}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except MemoryError:
+        print("error: spiral: out of memory; expected a smaller scenario or sweep",
+              file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

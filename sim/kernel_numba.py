@@ -198,7 +198,7 @@ def differences_blame_value_trust(P, has_diff, counts, size, u_confront, u_find,
             D[k] = 0.0
             f_blame[al] = 1
             al_blames[al] += np.int64(n)
-            quar[al] += n
+            quar[al] = max(quar[al], n)  # the most quarrels on any of its dyads
             blame_n[a] += n
             blame_n[b] += n
         # 5. the pie: value created, claims, perceived value
@@ -268,7 +268,7 @@ def patience(P, step, al_ended, al_org, horizon, cnt, quar, lev, created, perc, 
         al_perceived[al] += perc[al]
         act = al_ended[al] < 0
         c = max(cnt[al], 1)
-        q = quar[al] / c
+        q = quar[al]
         for side in range(2):
             if E > 0.0:
                 short = min(max(1.0 - (lev[al, side] / c) / E, 0.0), 1.0)

@@ -64,11 +64,27 @@ def draw_step(s: State, p, rng, noise: bool, buffers=None) -> Draws:
             u = rng.random(2 * len(idx))  # = rng.random(len(idx)) twice: the same numbers
             dr.confront, dr.find = u[:len(idx)], u[len(idx):]
     if p.trust.noise > 0:
-        dr.trust = normals((2, n_d), "trust")
+        dr.trust = evidence_noise(s, p.trust, rng, normals)
     n_act = int(np.count_nonzero(s.al_ended < 0))
     if n_act:
         dr.ending = rng.random(n_act)
     return dr
+
+
+def evidence_noise(s: State, t, rng, normals=None) -> np.ndarray:
+    """The standard normal part of the noise in the evidence each tie reads this step (2, n_d),
+    to be scaled by trust.noise: a part shared by all ties of one side of an alliance (what
+    the partner company did this month, seen by all who deal with it) and a part of each tie's
+    own: sqrt(rho) z_side + sqrt(1 - rho) z_tie, rho = trust.noise_shared. Drawn in this
+    order: (2, n_al) side draws, then (2, n_d) tie draws."""
+    rho = t.noise_shared
+    side = rng.standard_normal((2, s.n_al))
+    own = normals((2, len(s.D)), "trust") if normals else rng.standard_normal((2, len(s.D)))
+    out = side[:, s.d_al]
+    out *= np.sqrt(rho)
+    own *= np.sqrt(1.0 - rho)
+    out += own
+    return out
 
 
 def sigmoid(x):
@@ -323,10 +339,12 @@ def patience(s: State, p, perceived: np.ndarray, blamed_dyads: np.ndarray | floa
     """Each side of each alliance weighs this step's grievance g and accumulates it over its
     horizon H as dissatisfaction u:
 
-        g = min(1, shortfall + w_blame * quarrels),  shortfall = max(0, 1 - level / expectation),
+        g = min(1, shortfall + w_blame * Q),  shortfall = max(0, 1 - level / expectation),
         u <- u + (g - u) / H,
 
-    level being the side's mean perceived value over the alliance's dyads. u starts at 0 (a
+    level being the side's mean perceived value over the alliance's dyads and Q the most
+    quarrels on any of its dyads this step (a blow-up between any two of its people is a
+    grievance for both companies). u starts at 0 (a
     new alliance has no grievances yet). The patient (long H) judge the long run, the impatient
     the last few steps. Returns u per tie (2, n_d), for the openness response.
     """
@@ -335,8 +353,10 @@ def patience(s: State, p, perceived: np.ndarray, blamed_dyads: np.ndarray | floa
     cnt = np.maximum(t.al_cnt, 1)
     act = s.active
     horizon = s.horizon[s.al_org].astype(float)  # (n_al, 2)
-    quarrels = (np.bincount(s.d_al, blamed_dyads, n_al) / cnt
-                if isinstance(blamed_dyads, np.ndarray) else 0.0)
+    quarrels = 0.0  # the most quarrels on any dyad: a blow-up anywhere hurts the alliance
+    if isinstance(blamed_dyads, np.ndarray):
+        quarrels = np.zeros(n_al)
+        np.maximum.at(quarrels, s.d_al, blamed_dyads)
     E = p.value.expectation
     for side in (0, 1):  # two sides, not ties
         level = np.bincount(s.d_al, perceived[side], n_al) / cnt

@@ -14,34 +14,80 @@ import mesa
 import networkx as nx
 import numpy as np
 
-from . import __version__, interventions, kernel, metrics
+from . import __version__, interventions, kernel, metrics, provenance
 from .agents import Individual, Organization
-from .scenario import INTERVENTIONS, Scenario, ScenarioError, from_dict, load
+from .scenario import INTERVENTIONS, Scenario, ScenarioError, from_dict, known_keys, load
 from .state import REGIME_NAMES, VALUE_KINDS, build
 
 TRACKED = 60  # alliances whose (trust, openness) path is kept for the phase portrait
+_UNSET = object()  # "not given": the scenario's own seed; an explicit None: fresh entropy
+
+
+def _fresh_seed() -> int:
+    """A seed from OS entropy (Mesa's rng=None), recorded so the run can be repeated."""
+    return int(np.random.SeedSequence().generate_state(1)[0])
+
+
+def _flat_key(name: str) -> str:
+    """`mindset.abundance_share` as given, or `mindset__abundance_share` (a Python name)."""
+    return name if name in known_keys() else name.replace("__", ".")
 
 
 class AllianceModel(mesa.Model):
     """An ecosystem of organizations whose people's ties spiral in or out.
 
     scenario: a Scenario, a path to a TOML file, a dict (validated like a file) or None for the
-    defaults. seed: overrides the scenario's seed; the model's numpy Generator (Mesa's rng) is
-    the only source of randomness, so the same scenario and seed give identical results.
+    defaults; a Mesa `mesa.experimental.scenarios.Scenario` (what Mesa's SolaraViz passes on
+    Reset) is accepted too and only its rng is used. Any scenario key can also be given as a
+    keyword by its dotted name, `AllianceModel(**{"mindset.abundance_share": 0.3})`, or with
+    `__` for the dot (`mindset__abundance_share=0.3`), so `mesa.batch_run` can sweep them.
+    seed / rng (Mesa's semantics): an integer overrides the scenario's seed; an explicit None
+    draws a fresh seed from OS entropy (recorded in summary()["seed"]), so
+    `batch_run(..., iterations=4)` gives 4 different replicates; not given: the scenario's own
+    seed. The model's numpy Generator (Mesa's rng) is the only source of randomness, so the
+    same scenario and seed give identical results.
     """
 
     def __init__(self, scenario: Scenario | str | Path | dict | None = None,
-                 seed: int | None = None):
+                 seed: int | None = _UNSET, *, rng=_UNSET, **params):
+        mesa_scenario = None
+        if scenario is not None and not isinstance(scenario, Scenario | str | Path | dict):
+            from mesa.experimental.scenarios import Scenario as MesaScenario
+
+            if not isinstance(scenario, MesaScenario):
+                raise ScenarioError("AllianceModel", "scenario", "expected a Scenario, a TOML "
+                                    f"path, a dict or None, got {type(scenario).__name__}")
+            mesa_scenario = scenario
+            if rng is _UNSET and seed is _UNSET:
+                rng = getattr(scenario, "rng", None)
+            scenario = None
         if scenario is None:
             scenario = from_dict({})
         elif isinstance(scenario, str | Path):
             scenario = load(scenario)
         elif isinstance(scenario, dict):
             scenario = from_dict(scenario)
-        if seed is not None:
-            scenario = scenario.with_overrides([("seed", int(seed))], "seed")
+        if seed is not _UNSET and rng is not _UNSET and seed is not None and rng is not None:
+            raise ScenarioError("AllianceModel", "seed", "expected seed or rng, not both")
+        given = seed if seed is not _UNSET and seed is not None else rng
+        if given is _UNSET and seed is not _UNSET:
+            given = seed  # seed=None given explicitly
+        overrides = [(_flat_key(k), v.item() if isinstance(v, np.generic) else v)
+                     for k, v in params.items()]
+        if given is not _UNSET:
+            if given is None:
+                given = _fresh_seed()
+            elif isinstance(given, np.random.Generator):
+                given = int(given.integers(2**32))
+            elif isinstance(given, bool) or not isinstance(given, int | np.integer):
+                raise ScenarioError("AllianceModel", "seed",
+                                    f"expected an integer or None, got {given!r}")
+            overrides.append(("seed", int(given)))
+        if overrides:
+            scenario = scenario.with_overrides(overrides, "AllianceModel")
         self.scenario_spec = scenario
-        super().__init__(rng=scenario.seed)
+        super().__init__(rng=scenario.seed, **({"scenario": mesa_scenario.__class__(
+            rng=scenario.seed)} if mesa_scenario is not None else {}))
         self.p = scenario.params()
         self.state, self.graph = build(self.p, self.rng)
         self.organizations = Organization.create_agents(self, self.state.n_org,
@@ -66,6 +112,33 @@ class AllianceModel(mesa.Model):
         self.datacollector = metrics.SeriesCollector(metrics.SERIES_KEYS)
         self.running = True
 
+    @property
+    def space(self):
+        """The ecosystem as a Mesa discrete-space Network (built on first use): one cell per
+        organization, each organization in its cell, so Mesa's SolaraViz space component can
+        draw the model. Its graph is the live ecosystem graph."""
+        if getattr(self, "_space", None) is None:
+            from mesa.discrete_space import Network
+
+            self._space = Network(self.graph, random=self.random, layout=None)
+            for org in self.organizations_list:
+                cell = self._space._cells[org.row]
+                org.cell = cell
+                cell.add_agent(org)
+        return self._space
+
+    def _sync_space(self, ev) -> None:
+        """Keep the Mesa Network's cell connections equal to the live ecosystem graph."""
+        cells = self._space._cells
+        for a, b in self.state.al_org[ev.ended].tolist():
+            if not self.graph.has_edge(a, b) and b in cells[a].connections:
+                cells[a].disconnect(cells[b])
+                cells[b].disconnect(cells[a])
+        for a, b in self.state.al_org[ev.formed].tolist():
+            if b not in cells[a].connections:
+                cells[a].connect(cells[b], b)
+                cells[b].connect(cells[a], a)
+
     def organization(self, i: int) -> Organization:
         return self.organizations_list[i]
 
@@ -80,12 +153,15 @@ class AllianceModel(mesa.Model):
     def step(self) -> None:
         s = self.state
         for item in self._schedule.get(s.step + 1, ()):
-            interventions.apply(s, self.p, self.rng, item["kind"], item["target"], item["dose"])
+            interventions.apply(s, self.p, self.rng, item["kind"], item["target"], item["dose"],
+                                item.get("alliances"))
         ev = kernel.step(s, self.p, self.rng)
         if len(ev.ended):
             self.graph.remove_edges_from(s.al_org[ev.ended].tolist())
         if len(ev.formed):
             self.graph.add_edges_from(s.al_org[ev.formed].tolist())
+        if getattr(self, "_space", None) is not None:
+            self._sync_space(ev)
         self.last_events = ev
         self.last_metrics = metrics.step_metrics(s, self.p, ev)
         self._traj.append((s.al_trust[self._track].copy(), s.al_open[self._track].copy()))
@@ -181,6 +257,7 @@ class AllianceModel(mesa.Model):
         out["people_to_scarcity"] = int((s.ind_to_scarcity > 0).sum())
         out["people_to_abundance"] = int((s.ind_to_abundance > 0).sum())
         out["parameters"] = sc.values
+        out["provenance"] = provenance.run_provenance(sc)
         return out
 
     def network(self) -> nx.Graph:

@@ -224,7 +224,7 @@ class ReferenceModel(mesa.Model):
         E = p.value.expectation
         for al in self.active():
             n = max(1, len(al.dyads))
-            quarrels = sum(dy.quarrels for dy in al.dyads) / n
+            quarrels = max((dy.quarrels for dy in al.dyads), default=0.0)
             for side in (0, 1):
                 level = sum(dy.ties[side].pv for dy in al.dyads) / n
                 short = min(1.0, max(0.0, 1.0 - level / E)) if E > 0 else 0.0
@@ -233,6 +233,10 @@ class ReferenceModel(mesa.Model):
                 al.unsat[side] += (g - al.unsat[side]) / self.horizon[al.orgs[side]]
         # 6 trust, 7 openness: each person updates her own ties
         t_, o_ = p.trust, p.openness
+        shared = {}
+        if noise and t_.noise > 0:  # one draw per alliance side: the partner company's month
+            for al in self.active():
+                shared[id(al)] = (rng.standard_normal(), rng.standard_normal())
         for person in self.people:
             for tie in person.ties:
                 dy = tie.dyad
@@ -243,7 +247,9 @@ class ReferenceModel(mesa.Model):
                      - (t_.w_divergence * (dy.d - t_.divergence_ref) + t_.w_tension * dy.D
                         + t_.w_dispute * dy.over) + bias)
                 if noise and t_.noise > 0:
-                    e += t_.noise * rng.standard_normal()
+                    rho = t_.noise_shared
+                    e += t_.noise * (math.sqrt(rho) * shared[id(dy.alliance)][tie.side]
+                                     + math.sqrt(1.0 - rho) * rng.standard_normal())
                 target = S(t_.steepness * e)
                 rate = t_.rate if target > tie.T else t_.erode_rate
                 tie.newT = tie.T + rate * (target - tie.T)

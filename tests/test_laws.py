@@ -229,8 +229,8 @@ def test_L8_revenue_only_views_perceive_less_than_created():
 def test_L8_value_rises_with_trust():
     m = run({"mindset.abundance_share": 0.6}, seed=2)
     al = m.alliances()
-    age = np.where(al["ended"] >= 0, al["ended"], m.state.step) - al["formed"]
-    ok = age > 50
+    age = al["duration"]
+    ok = age > 24  # two years: failing alliances rarely last much longer
     rate = al["value_created"][ok] / age[ok]
     trust = al["trust"][ok]
     hi, lo = rate[trust > 0.7], rate[trust < 0.3]

@@ -388,13 +388,13 @@ def test_ui_callback_that_raises_shows_message_and_other_sessions_keep_working(m
     import ipyvuetify as v
     import solara
 
-    from sim import app
-    from sim.ui_session import Session
+    from sim.ui import page
+    from sim.ui.session import Session
 
-    from .test_ui import page_text
+    from .test_ui import _html
 
-    box1, rc1 = solara.render(app.Page(), handle_error=False)
-    box2, rc2 = solara.render(app.Page(), handle_error=False)
+    box1, rc1 = solara.render(page.Page(), handle_error=False)
+    box2, rc2 = solara.render(page.Page(), handle_error=False)
 
     def boom(self, n=1):
         raise RuntimeError("simulated failure")
@@ -402,11 +402,11 @@ def test_ui_callback_that_raises_shows_message_and_other_sessions_keep_working(m
     with monkeypatch.context() as mp:
         mp.setattr(Session, "step", boom)
         rc1.find(v.Btn, children=["Step"]).widget.click()
-        assert "Something went wrong: RuntimeError: simulated failure" in page_text(rc1)
+        assert "Something went wrong with Step (RuntimeError: simulated failure)" in _html(rc1)
     rc1.find(v.Btn, children=["Step"]).widget.click()  # the same session recovers
-    assert "step</strong> 1" in page_text(rc1)
+    assert "<b>step</b> 1" in _html(rc1)
     rc2.find(v.Btn, children=["Step"]).widget.click()  # another session was never affected
-    assert "step</strong> 1" in page_text(rc2)
+    assert "<b>step</b> 1" in _html(rc2)
     rc1.close()
     rc2.close()
 
