@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: run test lint ui clean venv browser-deps
+.PHONY: run test test-long lint ui clean venv browser-deps
 
 venv: $(STAMP)
 
@@ -37,6 +37,10 @@ run: $(STAMP)
 test: $(STAMP) browser-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests"; exit 1; fi; exit $$rc
+
+# The trainer UI's 10-minute play test in a real browser (issue 15), on top of make test.
+test-long: $(STAMP) browser-deps
+	SPIRAL_LONG_PLAY=1 $(BIN)/python -m pytest tests/test_browser.py -k ten_minutes $(PYTEST_ARGS)
 
 ui: $(STAMP)
 	$(BIN)/spiral ui

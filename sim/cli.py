@@ -216,6 +216,29 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--runs", type=int, default=10_000,
                    help="runs in the sweep memory benchmark (default 10000)")
     b.set_defaults(func=cmd_bench)
+
+    # spiral calibrate (issue 14): ABC-SMC fit to published patterns; analysis/calibration.py
+    cal = sub.add_parser("calibrate", help="fit free parameters to published patterns "
+                                           "(ABC-SMC, pyabc; resumable; local or Dask)")
+    cal.add_argument("targets", help="targets TOML file, e.g. data/targets.toml")
+    cal.add_argument("--scenario", help="scenario to calibrate (default scenarios/baseline.toml)")
+    cal.add_argument("--population", type=int, help="particles per generation (default 60)")
+    cal.add_argument("--generations", type=int, help="ABC-SMC generations (default 4)")
+    cal.add_argument("--seeds", type=int, help="model seeds per evaluation (default 1)")
+    cal.add_argument("--workers", type=int, help="local worker processes (default 2)")
+    cal.add_argument("--scheduler", metavar="ADDRESS", help="Dask scheduler, e.g. "
+                                                            "tcp://127.0.0.1:8786")
+    cal.add_argument("--out", help="output folder (default runs/calibrate-<targets>/)")
+    cal.add_argument("--ppc", type=int, help="posterior predictive draws (default 40)")
+    cal.add_argument("--seed", type=int, help="calibration seed (default 1)")
+    cal.add_argument("--quiet", action="store_true", help="no progress within a generation")
+
+    def cmd_calibrate(args) -> int:
+        from analysis.calibration import main_calibrate
+
+        return main_calibrate(args)
+
+    cal.set_defaults(func=cmd_calibrate)
     return ap
 
 

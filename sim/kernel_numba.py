@@ -752,29 +752,9 @@ def new_dyads(pairs, ipo, start, t0, o0, level, d_al, d_ind, T, O, D, v):
 def _append(s: State, sc, name: str, new: np.ndarray) -> None:
     """s.<name> = concatenate([s.<name>, new]) along the alliance or dyad axis, in place when
     the buffer behind s.<name> has room (grown by a sixteenth when it has not)."""
-    cur = getattr(s, name)
     axis = 1 if name in _TIE_ROWS else 0
-    n, k = cur.shape[axis], new.shape[axis]
-    rec = sc.grown.get(name)
-    if rec is not None and rec[1] is cur and rec[0].shape[axis] >= n + k \
-            and rec[0].dtype == cur.dtype:
-        buf = rec[0]
-    else:
-        shape = list(cur.shape)
-        shape[axis] = (n + k) + (n + k) // 16 + 64
-        buf = np.empty(shape, cur.dtype)
-        if axis:
-            buf[:, :n] = cur
-        else:
-            buf[:n] = cur
-    if axis:
-        buf[:, n:n + k] = new
-        view = buf[:, :n + k]
-    else:
-        buf[n:n + k] = new
-        view = buf[:n + k]
-    setattr(s, name, view)
-    sc.grown[name] = (buf, view)
+    rows = _extend(s, sc, name, new.shape[axis])
+    rows[...] = new
 
 
 def _extend(s: State, sc, name: str, k: int) -> np.ndarray:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -39,3 +42,31 @@ def run(flat: dict, seed: int | None = None, steps: int | None = None) -> Allian
 @pytest.fixture
 def out_dir(tmp_path):
     return tmp_path / "out"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def dask_cluster():
+    """A Dask scheduler and one single-threaded worker on localhost; yields the address and
+    stops both (the sweep and calibration tests run against it)."""
+    port = free_port()
+    bin_dir = Path(sys.executable).parent
+    quiet = dict(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    sched = subprocess.Popen([str(bin_dir / "dask"), "scheduler", "--host", "127.0.0.1",
+                              "--port", str(port), "--no-dashboard"], **quiet)
+    worker = None
+    try:
+        addr = f"tcp://127.0.0.1:{port}"
+        worker = subprocess.Popen([str(bin_dir / "dask"), "worker", addr, "--nworkers", "1",
+                                   "--nthreads", "1", "--no-dashboard"], cwd=ROOT, **quiet)
+        yield addr
+    finally:
+        for p in (worker, sched):
+            if p is not None:
+                p.terminate()
+                p.wait(timeout=30)

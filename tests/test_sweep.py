@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,7 +20,7 @@ from analysis.sweep import load_sweep, read_runs, run_seed, run_sweep
 from sim import cli
 from sim.scenario import ScenarioError
 
-from .conftest import ROOT, SCENARIOS
+from .conftest import SCENARIOS
 
 SPIRAL = str(Path(sys.executable).parent / "spiral")
 
@@ -135,35 +134,14 @@ def test_a_failing_run_is_recorded_and_the_sweep_goes_on(tmp_path, monkeypatch):
     assert (df.drop(index=3)["status"] == "ok").all()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.slow
-def test_dask_path_equals_local(tmp_path):
-    port = free_port()
-    bin_dir = Path(sys.executable).parent
-    sched = subprocess.Popen([str(bin_dir / "dask"), "scheduler", "--host", "127.0.0.1",
-                              "--port", str(port), "--no-dashboard"],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    worker = None
-    try:
-        addr = f"tcp://127.0.0.1:{port}"
-        worker = subprocess.Popen([str(bin_dir / "dask"), "worker", addr, "--nworkers", "1",
-                                   "--nthreads", "1", "--no-dashboard"],
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                  cwd=ROOT)
-        sw = load_sweep(sweep_file(tmp_path, SMALL))
-        run_sweep(sw, tmp_path / "local", workers=1, progress=False)
-        run_sweep(sw, tmp_path / "dask", scheduler=addr, progress=False)
-        pd.testing.assert_frame_equal(frame(tmp_path / "local"), frame(tmp_path / "dask"))
-    finally:
-        for p in (worker, sched):
-            if p is not None:
-                p.terminate()
-                p.wait(timeout=30)
+def test_dask_path_equals_local(tmp_path, dask_cluster):
+    sw = load_sweep(sweep_file(tmp_path, SMALL))
+    run_sweep(sw, tmp_path / "local", workers=1, progress=False)
+    run_sweep(sw, tmp_path / "dask", scheduler=dask_cluster, progress=False)
+    pd.testing.assert_frame_equal(frame(tmp_path / "local"), frame(tmp_path / "dask"))
 
 
 @pytest.mark.parametrize("design, extra, n", [
