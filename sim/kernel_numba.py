@@ -123,6 +123,7 @@ def talk(P, pp, i0, i1, O0, O1, has_z, z, deg, move, sumx):
 # 2.-5., 3. Differences, blame, the pie and trust ----------------------------------------------
 @njit(cache=True, error_model="numpy")
 def differences_blame_value_trust(P, has_diff, counts, size, u_confront, u_find, has_z, z,
+                                  z_side, r_side, r_own,
                                   d_al, i0, i1, T0, T1, O0, O1, D, v, m, pp,
                                   al_blames, al_opps, cnt, created, perc, quar, lev,
                                   f_avoid, f_blame, f_opp, blame_n, opp_n):
@@ -242,8 +243,9 @@ def differences_blame_value_trust(P, has_diff, counts, size, u_confront, u_find,
         e1 -= common
         e1 += p_tbias_a if mb else p_tbias_s
         if has_z:
-            e0 += p_trust_noise * z[0, k]
-            e1 += p_trust_noise * z[1, k]
+            # evidence noise: sqrt(rho) z_side + sqrt(1 - rho) z_tie (kernel_numpy.evidence_noise)
+            e0 += p_trust_noise * (z_side[0, al] * r_side + z[0, k] * r_own)
+            e1 += p_trust_noise * (z_side[1, al] * r_side + z[1, k] * r_own)
         e0 = sigmoid(e0 * p_t_steep) - T0[k]
         e1 = sigmoid(e1 * p_t_steep) - T1[k]
         T0[k] += e0 * (p_t_rate if e0 > 0.0 else p_t_erode)
@@ -539,7 +541,8 @@ CNT, AVOIDED, BLAMED, OPPS, GONE, N_AI = range(6)
 
 @njit(cache=True, error_model="numpy")
 def ties_step(P, step, split, has_talk, z_talk, has_diff, counts, size, u_confront, u_find,
-              has_tz, z_trust, has_end, u_end, d_al, d_ind, T, O, D, v, m, a, pp, org,
+              has_tz, z_trust, z_side, r_side, r_own, has_end, u_end, d_al, d_ind, T, O, D, v,
+              m, a, pp, org,
               culture, horizon, al_org, al_ended, al_blames, al_opps, al_value, al_perceived,
               al_unsat, al_grievance, al_regime, al_trust, al_open, al_tension, al_level,
               ind_to_scarcity, ind_to_abundance, pf, pi, move, af, ai, of):
@@ -554,7 +557,8 @@ def ties_step(P, step, split, has_talk, z_talk, has_diff, counts, size, u_confro
     talk(P, pp, i0, i1, O0, O1, has_talk, z_talk, pi[:, DEG], move, pf[:, SUMX])
     lev = af[:, LEV0:LEV1 + 1]
     differences_blame_value_trust(
-        P, has_diff, counts, size, u_confront, u_find, has_tz, z_trust, d_al, i0, i1, T0, T1,
+        P, has_diff, counts, size, u_confront, u_find, has_tz, z_trust, z_side, r_side, r_own,
+        d_al, i0, i1, T0, T1,
         O0, O1, D, v, m, pp, al_blames, al_opps, ai[:, CNT], af[:, CREATED], af[:, PERC],
         af[:, QUAR], lev, ai[:, AVOIDED], ai[:, BLAMED], ai[:, OPPS], pf[:, BLAME_N],
         pf[:, OPP_N])
@@ -847,7 +851,8 @@ def step(s: State, p, rng) -> knp.Events:
     """One step, as kernel_numpy.step, in fused compiled loops."""
     noise = p.noise.enabled
     sc = _scratch(s)
-    dr = knp.draw_step(s, p, rng, noise, buffers=sc.get)
+    dr = knp.draw_step(s, p, rng, noise, buffers=sc.get, combine=False)
+    rho = p.trust.noise_shared
     P = pack(p)
     s.step += 1
     ev = knp.Events()
@@ -862,6 +867,7 @@ def step(s: State, p, rng) -> knp.Events:
         has_diff, dr.counts if has_diff else _EMPTY_I, dr.size if has_diff else _EMPTY_F,
         dr.confront if has_diff else _EMPTY_F, dr.find if has_diff else _EMPTY_F,
         dr.trust is not None, _EMPTY_F2 if dr.trust is None else dr.trust,
+        _EMPTY_F2 if dr.trust_side is None else dr.trust_side, np.sqrt(rho), np.sqrt(1.0 - rho),
         dr.ending is not None, _EMPTY_F if dr.ending is None else dr.ending,
         s.d_al, s.d_ind, s.T, s.O, s.D, s.v, s.m, s.a, s.p, s.org, s.culture, s.horizon,
         s.al_org, s.al_ended, s.al_blames, s.al_opps, s.al_value, s.al_perceived, s.al_unsat,

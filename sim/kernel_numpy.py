@@ -34,9 +34,12 @@ class Draws:
     find: np.ndarray | None = None  # (len(idx),) uniforms: an opportunity found?
     trust: np.ndarray | None = None  # (2, n_d) standard normals: noisy reading of the partner
     ending: np.ndarray | None = None  # (active alliances,) uniforms: does it end?
+    # with draw_step(combine=False): the evidence noise's two parts, uncombined (`trust` is
+    # then the ties' own part); the compiled path combines them in its loop
+    trust_side: np.ndarray | None = None  # (2, n_al) standard normals shared by a side
 
 
-def draw_step(s: State, p, rng, noise: bool, buffers=None) -> Draws:
+def draw_step(s: State, p, rng, noise: bool, buffers=None, combine: bool = True) -> Draws:
     """Every random number of one step, before the step (the sizes are known at its start:
     people, dyads, active alliances). `buffers` (optional) supplies preallocated float arrays
     for the normals, filled in place: the numbers are the same as without."""
@@ -63,8 +66,11 @@ def draw_step(s: State, p, rng, noise: bool, buffers=None) -> Draws:
                        if p.differences.size > 0 else np.zeros(len(idx)))
             u = rng.random(2 * len(idx))  # = rng.random(len(idx)) twice: the same numbers
             dr.confront, dr.find = u[:len(idx)], u[len(idx):]
-    if p.trust.noise > 0:
+    if p.trust.noise > 0 and combine:
         dr.trust = evidence_noise(s, p.trust, rng, normals)
+    elif p.trust.noise > 0:  # the same draws, in the same order, left uncombined
+        dr.trust_side = rng.standard_normal((2, s.n_al))
+        dr.trust = normals((2, n_d), "trust")
     n_act = int(np.count_nonzero(s.al_ended < 0))
     if n_act:
         dr.ending = rng.random(n_act)
