@@ -561,6 +561,12 @@ def test_large_erdos_renyi_is_refused_up_front_or_fast():
 def test_sigterm_and_huge_numbers(tmp_path, capsys):
     """SIGTERM ends a run like Ctrl-C (exit 130, its temporary folder removed); integers of
     hundreds of digits and non-string keys are one-line errors, not OverflowError/TypeError."""
+    # first a short run, so the compiled step is in numba's disk cache: a signal that lands
+    # while LLVM compiles it (a fresh checkout's first run) is swallowed by LLVM's callback
+    warm = tmp_path.parent / f"{tmp_path.name}-warm"
+    subprocess.run([SPIRAL, "run", str(DYAD), "--quiet", "--steps", "2", "--out", str(warm)],
+                   check=True, capture_output=True, timeout=300)
+    shutil.rmtree(warm)
     out = tmp_path / "o"
     p = subprocess.Popen([SPIRAL, "run", str(SCENARIOS / "baseline.toml"), "--quiet",
                           "--steps", "5000", "--out", str(out)], stdout=subprocess.DEVNULL,
