@@ -230,6 +230,8 @@ def build_parser() -> argparse.ArgumentParser:
     cal.add_argument("--out", help="output folder (default runs/calibrate-<targets>/)")
     cal.add_argument("--ppc", type=int, help="posterior predictive draws (default 40)")
     cal.add_argument("--seed", type=int, help="calibration seed (default 1)")
+    cal.add_argument("--point", help="calibrated point: medoid (default; the most central "
+                                     "particle), median (marginal medians) or mode")
     cal.add_argument("--quiet", action="store_true", help="no progress within a generation")
 
     def cmd_calibrate(args) -> int:

@@ -22,6 +22,7 @@ from analysis.calibration import (
     prior_tie_counts,
     stat_trust_asymmetry,
 )
+from sim import cli
 from sim.scenario import from_dict
 
 from .conftest import ROOT, free_port
@@ -103,14 +104,38 @@ def tiny(tmp_path: Path, targets: str = TARGETS) -> Path:
     return f
 
 
-def calibrate(tmp_path, out, *extra, check=True, **kw):
-    f = tiny(tmp_path)
-    cmd = [SPIRAL, "calibrate", str(f), "--scenario", str(tmp_path / "small.toml"),
-           "--population", "4", "--generations", "2", "--ppc", "3", "--out", str(out), *extra]
-    r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=900, **kw)
-    if check:
-        assert r.returncode == 0, r.stderr[-2000:]
-    return r
+def calibrate_args(folder: Path, out: Path, *extra) -> list[str]:
+    return ["calibrate", str(folder / "targets.toml"), "--scenario", str(folder / "small.toml"),
+            "--population", "4", "--generations", "2", "--ppc", "2", "--quiet",
+            "--out", str(out), *extra]
+
+
+def calibrate(folder: Path, out: Path, *extra, capsys=None, expect: int = 0) -> str:
+    """One tiny calibration in this process (the CLI's main; a subprocess only where the
+    process itself is under test). Returns what it wrote to stderr."""
+    if not (folder / "targets.toml").exists():
+        tiny(folder)
+    rc = cli.main(calibrate_args(folder, out, *extra))
+    err = capsys.readouterr().err if capsys is not None else ""
+    assert rc == expect, err[-2000:]
+    return err
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """One tiny calibration (2 local workers, 3 generations) shared by the tests below: its
+    outputs are checked, and 1 worker, Dask and a resumed run must give its populations."""
+    folder = tmp_path_factory.mktemp("tiny")
+    tiny(folder)
+    out = folder / "ref"
+    import contextlib
+    import io
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        rc = cli.main(calibrate_args(folder, out, "--workers", "2", "--generations", "3"))
+    assert rc == 0, err.getvalue()[-2000:]
+    return folder, out, err.getvalue()
 
 
 def populations(out: Path) -> pd.DataFrame:
@@ -180,92 +205,127 @@ def test_prior_tie_counts_by_hand():
     (lambda s: s.replace('"failure_km"', '"failure_rate_10y"'), "unknown statistic"),
     (lambda s: s.replace('"patience.end_rate"', '"patience.end_rat"'), "unknown scenario key"),
 ])
-def test_bad_targets_one_line_exit_2(tmp_path, edit, words):
+def test_bad_targets_one_line_exit_2(tmp_path, capsys, edit, words):
     f = tiny(tmp_path, edit(TARGETS))
     out = tmp_path / "out"
     t0 = time.perf_counter()
-    r = subprocess.run([SPIRAL, "calibrate", str(f), "--out", str(out)], capture_output=True,
-                       text=True, cwd=ROOT, timeout=120)
-    assert r.returncode == 2
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and words in lines[0], r.stderr
+    assert cli.main(["calibrate", str(f), "--out", str(out)]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and words in lines[0], lines
     assert not out.exists()  # nothing ran, nothing written
     assert time.perf_counter() - t0 < 60
 
 
-def test_unreachable_scheduler_one_line_exit_2(tmp_path):
-    port = free_port()  # nobody listens there
+def test_bad_point_and_unreachable_scheduler_one_line_exit_2(tmp_path, capsys):
+    tiny(tmp_path)
     out = tmp_path / "out"
-    r = calibrate(tmp_path, out, "--scheduler", f"tcp://127.0.0.1:{port}", check=False)
-    assert r.returncode == 2
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and "no Dask scheduler answers" in lines[0], r.stderr
+    calibrate(tmp_path, out, "--point", "mean", capsys=capsys, expect=2)
+    port = free_port()  # nobody listens there
+    err = calibrate(tmp_path, out, "--scheduler", f"tcp://127.0.0.1:{port}", capsys=capsys,
+                    expect=2)
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "no Dask scheduler answers" in lines[0], err
     assert not out.exists()
+
+
+def test_bad_input_through_the_console_script(tmp_path):
+    """The installed command itself: one line on stderr, exit 2."""
+    f = tiny(tmp_path, TARGETS.replace("[scale]", "colour = 1\n[scale]"))
+    r = subprocess.run([SPIRAL, "calibrate", str(f), "--out", str(tmp_path / "o")],
+                       capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "colour: unknown key" in r.stderr
+
+
+def test_medoid_is_a_central_particle_and_median_is_not_one():
+    from analysis.calibration import Prior, choose_point
+
+    priors = [Prior("a.x", 0.0, 1.0, False, ""), Prior("a.n", 0, 10, True, "")]
+    # two correlated clusters: the marginal medians fall between them, where no particle is;
+    # the medoid is a member of the heavier one
+    df = pd.DataFrame({"a.x": [0.1, 0.12, 0.14, 0.86, 0.88, 0.9], "a.n": [1, 1, 2, 9, 9, 8]})
+    w = np.array([0.18, 0.18, 0.18, 0.15, 0.15, 0.16])
+    med, info = choose_point("medoid", df, w, priors)
+    assert info["particle"] in (0, 1, 2)
+    assert med == {"a.x": df["a.x"][info["particle"]], "a.n": df["a.n"][info["particle"]]}
+    mode, info = choose_point("mode", df, w, priors)
+    assert info["particle"] in (0, 1, 2)
+    median, info = choose_point("median", df, w, priors)
+    assert "particle" not in info
+    assert not any(np.allclose([median["a.x"], median["a.n"]], row)
+                   for row in df.to_numpy())
 
 
 # --- tiny calibrations -----------------------------------------------------------------------
 
 
 @pytest.mark.slow
-def test_tiny_local_calibration_writes_every_output(tmp_path):
-    out = tmp_path / "cal"
-    r = calibrate(tmp_path, out, "--workers", "2")
+def test_tiny_local_calibration_writes_every_output(reference):
+    folder, out, err = reference
     for name in ("history.db", "posterior.parquet", "pairplot.png", "ppc.png", "ppc.csv",
-                 "calibration.json", "calibrated.toml"):
+                 "point_check.csv", "calibration.json", "calibrated.toml"):
         assert (out / name).is_file(), name
-    assert "generation 1/2" in r.stderr and "generation 2/2" in r.stderr
+    assert all(f"generation {t}/3" in err for t in (1, 2, 3)), err
     post = pd.read_parquet(out / "posterior.parquet")
     assert len(post) == 4 and post["weight"].sum() == pytest.approx(1.0)
     assert post["patience.end_rate"].between(0.05, 0.4).all()
     rep = json.loads((out / "calibration.json").read_text())
-    assert len(rep["generations"]) == 2 and len(rep["epsilon_schedule"]) == 2
-    assert rep["epsilon_schedule"][1] <= rep["epsilon_schedule"][0]
+    assert len(rep["generations"]) == 3 and len(rep["epsilon_schedule"]) == 3
+    assert all(b <= a for a, b in zip(rep["epsilon_schedule"], rep["epsilon_schedule"][1:]))
     assert all(0 < a <= 1 for a in rep["acceptance_per_generation"])
     assert 1 <= rep["ess_final"] <= 4 + 1e-9
     assert {t["name"] for t in rep["targets"]} == {"failure", "peak", "function", "asym", "ties"}
     assert rep["versions"]["pyabc"] == "0.13.0"
     assert len(rep["ppc"]) == 5 and all("covered" in x for x in rep["ppc"])
-    # calibrated.toml: a scenario `spiral validate` accepts, holding the posterior median
-    v = subprocess.run([SPIRAL, "validate", str(out / "calibrated.toml")], capture_output=True,
-                       text=True, cwd=ROOT)
-    assert v.returncode == 0, v.stderr
+    # the calibrated point is the medoid: a particle of the final population, as rounded
+    ch = rep["calibrated_point_choice"]
+    assert ch["method"] == "medoid"
+    particle = post.iloc[ch["particle"]]
+    point = rep["calibrated_point"]
+    assert point["patience.end_rate"] == pytest.approx(particle["patience.end_rate"], rel=1e-3)
+    assert point["patience.horizon"] == round(particle["patience.horizon"])
+    # the point check ran that point on seeds drawn from the OS, recorded
+    assert len(rep["seeds"]["point_check"]) == 2 and len(rep["point_check"]) == 5
+    asym = next(r for r in rep["point_check"] if r["target"] == "asym")
+    assert asym["seed_free"] and asym["sim_q05"] == asym["sim_q95"]
+    # calibrated.toml: a scenario `spiral validate` accepts, holding the calibrated point
+    assert cli.main(["validate", str(out / "calibrated.toml")]) == 0
     from sim.scenario import load
 
     sc = load(out / "calibrated.toml")
-    assert sc.values["patience"]["end_rate"] == pytest.approx(
-        rep["calibrated_point"]["patience.end_rate"], abs=1e-6)
-    assert isinstance(sc.values["patience"]["horizon"], int)
+    assert sc.values["patience"]["end_rate"] == point["patience.end_rate"]
+    assert sc.values["patience"]["horizon"] == point["patience.horizon"]
     assert sc.values["ecosystem"]["organizations"] == 16  # the rest is the scenario's
     # the history is a real, queryable SQLite database
     import sqlite3
 
     with sqlite3.connect(out / "history.db") as db:
         n = db.execute("select count(*) from particles").fetchone()[0]
-    assert n >= 8
-
-
+    assert n >= 12
 
 
 @pytest.mark.slow
-def test_dask_equals_local_and_worker_count_does_not_matter(tmp_path, dask_cluster):
-    calibrate(tmp_path, tmp_path / "w1", "--workers", "1", "--ppc", "2")
-    calibrate(tmp_path, tmp_path / "w2", "--workers", "2", "--ppc", "2")
-    pd.testing.assert_frame_equal(populations(tmp_path / "w1"), populations(tmp_path / "w2"))
-    r = calibrate(tmp_path, tmp_path / "dask", "--scheduler", dask_cluster, "--ppc", "2")
-    assert "Dask" in r.stderr
-    pd.testing.assert_frame_equal(populations(tmp_path / "w1"), populations(tmp_path / "dask"))
-    rep = json.loads((tmp_path / "dask" / "calibration.json").read_text())
+def test_dask_equals_local_and_worker_count_does_not_matter(reference, dask_cluster, capsys):
+    """A generation's population depends only on (seed, generation, evaluation id): the first
+    two generations with 1 worker and on a Dask cluster equal the reference's (2 workers)."""
+    folder, ref, _ = reference
+    first_two = populations(ref)
+    first_two = first_two[first_two.t < 2].reset_index(drop=True)
+    calibrate(folder, folder / "w1", "--workers", "1", capsys=capsys)
+    pd.testing.assert_frame_equal(populations(folder / "w1"), first_two)
+    err = calibrate(folder, folder / "dask", "--scheduler", dask_cluster, capsys=capsys)
+    assert "Dask" in err
+    pd.testing.assert_frame_equal(populations(folder / "dask"), first_two)
+    rep = json.loads((folder / "dask" / "calibration.json").read_text())
     assert rep["sampler"] == "dask"
 
 
 @pytest.mark.slow
-def test_resume_after_sigkill_equals_uninterrupted(tmp_path):
-    full = tmp_path / "full"
-    calibrate(tmp_path, full, "--generations", "3", "--ppc", "2")
-    cut = tmp_path / "cut"
-    f = tiny(tmp_path)
-    cmd = [SPIRAL, "calibrate", str(f), "--scenario", str(tmp_path / "small.toml"),
-           "--population", "4", "--generations", "3", "--ppc", "2", "--out", str(cut)]
+def test_resume_after_sigkill_equals_uninterrupted(reference, capsys):
+    folder, full, _ = reference
+    cut = folder / "cut"
+    # the command is killed as a whole process group: this one must be a real process
+    cmd = [SPIRAL, *calibrate_args(folder, cut, "--generations", "3")]
     p = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                          start_new_session=True)
     try:
@@ -273,15 +333,15 @@ def test_resume_after_sigkill_equals_uninterrupted(tmp_path):
         while finished_generations(cut) < 1:
             assert p.poll() is None, "calibration ended before it could be killed"
             assert time.time() < deadline
-            time.sleep(0.2)
+            time.sleep(0.1)
     finally:
         os.killpg(p.pid, signal.SIGKILL)  # the command and its sampler processes
         p.wait(timeout=30)
     kept = finished_generations(cut)
     assert 1 <= kept < 3
     before = populations(cut)
-    r = calibrate(tmp_path, cut, "--generations", "3", "--ppc", "2")
-    assert f"resuming {cut}: {kept} of 3 generations already finished" in r.stderr
+    err = calibrate(folder, cut, "--generations", "3", capsys=capsys)
+    assert f"resuming {cut}: {kept} of 3 generations already finished" in err
     after = populations(cut)
     # the finished generations were kept untouched ...
     pd.testing.assert_frame_equal(after[after.t < kept].reset_index(drop=True), before)
