@@ -612,7 +612,7 @@ class Settings:
     seeds: int
     seed: int
     ppc_draws: int
-    point: str = "medoid"
+    point: str = "best"
 
     def identity(self) -> dict:
         """What must match for a folder's history to be continued."""
@@ -764,7 +764,8 @@ def weighted_quantile(x, w, q):
     return np.interp(q, c, x)
 
 
-POINTS = ("medoid", "median", "mode")
+POINTS = ("best", "medoid", "median", "mode")
+BEST_SEEDS = 20  # common seeds on which every particle is scored by --point best
 
 
 def _round_point(v: float, integer: bool):
@@ -810,6 +811,58 @@ def choose_point(method: str, df, w, priors: list[Prior]) -> tuple[dict, dict]:
     return point, info
 
 
+def distance(stats: dict, targets: Targets) -> float:
+    """The calibration's distance of one evaluation to the observed values."""
+    return float(np.sqrt(sum(((stats[t.name] - t.value) / t.scale) ** 2
+                             for t in targets.targets)))
+
+
+def coverage_ratio(x: np.ndarray, t: Target) -> float:
+    """Where the observed value lies in the simulated 90% interval of one point's runs x: the
+    distance from the simulated median in units of the interval's half on that side (< 1:
+    covered, as in the point check; a seed-free statistic in units of the target's tolerance,
+    half of the published interval)."""
+    q05, q50, q95 = np.quantile(x, [0.05, 0.5, 0.95])
+    if q95 - q05 <= 1e-9 * max(1.0, abs(q50)):
+        return float(abs(q50 - t.value) / t.scale)
+    gap, room = (t.value - q50, q95 - q50) if t.value >= q50 else (q50 - t.value, q50 - q05)
+    return float(gap / room) if room > 0 else (0.0 if gap == 0 else float("inf"))
+
+
+def best_particle(cfg, sim_: Simulator, df, w, workers, client) -> tuple[dict, dict]:
+    """--point best: every particle of the final population, as it would be shipped (rounded),
+    run on the same BEST_SEEDS seeds (common random numbers, drawn from the calibration seed,
+    not used in the fit). A particle's score is its worst target's coverage_ratio; the point is
+    the particle with the lowest score (ties: the smaller mean distance): the posterior's
+    particle whose own runs hold every observed value inside their 90% interval with the most
+    room, which is what the point check then tests on other seeds."""
+    priors = cfg.targets.priors
+    seeds = np.random.default_rng([cfg.seed, 778]).integers(10**7, 2**31 - 1, size=BEST_SEEDS)
+    cands = [{p.key: _round_point(float(df[p.key].iloc[j]), p.integer) for p in priors}
+             for j in range(len(df))]
+    jobs = [(c, [int(sd)]) for c in cands for sd in seeds]
+    res = _evaluate_many(sim_, [j[0] for j in jobs], [j[1] for j in jobs], workers, client)
+    n, k = len(cands), BEST_SEEDS
+    worst, which, mean_d = np.zeros(n), [], np.zeros(n)
+    for j in range(n):
+        rows = res[j * k:(j + 1) * k]
+        ratios = {t.name: coverage_ratio(np.array([r[t.name] for r in rows]), t)
+                  for t in cfg.targets.targets}
+        name = max(ratios, key=ratios.get)
+        worst[j], mean_d[j] = ratios[name], np.mean([distance(r, cfg.targets) for r in rows])
+        which.append(name)
+    order = np.lexsort((mean_d, worst))
+    j = int(order[0])
+    info = {"method": "best", "particle": j, "particle_weight": float(w[j] / np.sum(w)),
+            "particle_values": {p.key: float(df[p.key].iloc[j]) for p in priors},
+            "worst_coverage_ratio": float(worst[j]), "worst_target": which[j],
+            "mean_distance": float(mean_d[j]), "seeds": seeds.tolist(),
+            "ranking": [{"particle": int(i), "worst_coverage_ratio": float(worst[i]),
+                         "worst_target": which[i], "mean_distance": float(mean_d[i]),
+                         "point": cands[i]} for i in order[:10]]}
+    return cands[j], info
+
+
 def _evaluate_many(sim: Simulator, pars: list[dict], seeds: list[list[int]], workers, client):
     jobs = list(zip(pars, seeds))
     if client is not None:
@@ -819,8 +872,18 @@ def _evaluate_many(sim: Simulator, pars: list[dict], seeds: list[list[int]], wor
         return [_eval_job(sim, j) for j in jobs]
     from pyabc.sampler.util import get_mp_context
 
-    with get_mp_context().Pool(workers) as pool:
-        return pool.starmap(_eval_job, [(sim, j) for j in jobs])
+    with get_mp_context().Pool(workers, initializer=_pool_worker_init) as pool:
+        res = pool.starmap(_eval_job, [(sim, j) for j in jobs])
+        pool.close()  # let the workers end on their own: no SIGTERM at the pool's exit
+        pool.join()
+    return res
+
+
+def _pool_worker_init() -> None:
+    # the CLI turns SIGTERM into KeyboardInterrupt in the parent; a pool worker just ends
+    import signal
+
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _eval_job(sim: Simulator, job):
@@ -1010,11 +1073,15 @@ def write_outputs(cfg: Settings, out: Path, workers, client, sampling_time, log)
     sd = np.sqrt(np.clip(np.diag(cov), 1e-300, None))
     corr = cov / np.outer(sd, sd)
     _pairplot(df, keys, w, out / "pairplot.png")
-    point, point_info = choose_point(cfg.point, df, w, cfg.targets.priors)
+    sim_ = Simulator(cfg.scenario, cfg.targets, cfg.seeds)
+    if cfg.point == "best":
+        log(f"choosing the calibrated point: {len(df)} particles x {BEST_SEEDS} common seeds")
+        point, point_info = best_particle(cfg, sim_, df, w, workers, client)
+    else:
+        point, point_info = choose_point(cfg.point, df, w, cfg.targets.priors)
     log(f"calibrated point: {point_info['method']}"
         + (f" (particle {point_info['particle']})" if "particle" in point_info else ""))
 
-    sim_ = Simulator(cfg.scenario, cfg.targets, cfg.seeds)
     rng = np.random.default_rng([cfg.seed, 777])
     idx = rng.choice(len(df), size=cfg.ppc_draws, p=w / w.sum())
     pars = [df.iloc[i].to_dict() for i in idx]
@@ -1072,6 +1139,29 @@ def write_outputs(cfg: Settings, out: Path, workers, client, sampling_time, log)
     return report
 
 
+def calibration_scenario(path, targets: Targets) -> Scenario:
+    """The scenario as the calibration runs it: the targets' time scale applied."""
+    over = [f"outputs.failure_age={targets.failure_age}"]
+    if targets.steps is not None:
+        over.append(f"steps={targets.steps}")
+    scenario = load(path, over)
+    if scenario.steps <= targets.failure_age:
+        raise CalibrationError(str(path), "steps", f"expected more steps than "
+                               f"scale.failure_age ({targets.failure_age}), got {scenario.steps}")
+    return scenario
+
+
+def scenario_statistics(scenario: Scenario, targets: Targets, seeds) -> dict[str, float]:
+    """Every target's statistic for the scenario as it is (its own values of the free keys),
+    pooled over `seeds`: what an evaluation of the calibration computes."""
+    sim_ = Simulator(scenario, targets, len(seeds))
+    par = {}
+    for p in targets.priors:
+        section, k = p.key.split(".", 1)
+        par[p.key] = scenario.values[section][k]
+    return sim_.statistics(par, seeds)
+
+
 def main_calibrate(args) -> int:
     from sim.errors import UsageError
 
@@ -1092,13 +1182,7 @@ def main_calibrate(args) -> int:
         raise UsageError("spiral calibrate: --workers and --scheduler: choose one")
     sc_path = args.scenario or str(Path(__file__).resolve().parent.parent
                                    / "scenarios" / "baseline.toml")
-    over = [f"outputs.failure_age={targets.failure_age}"]
-    if targets.steps is not None:
-        over.append(f"steps={targets.steps}")
-    scenario = load(sc_path, over)
-    if scenario.steps <= targets.failure_age:
-        raise CalibrationError(sc_path, "steps", f"expected more steps than scale.failure_age "
-                               f"({targets.failure_age}), got {scenario.steps}")
+    scenario = calibration_scenario(sc_path, targets)
     out = Path(args.out) if args.out else Path("runs") / f"calibrate-{Path(args.targets).stem}"
     if out.exists() and not out.is_dir():
         raise UsageError(f"spiral calibrate: --out {out}: expected a directory, got a file")
@@ -1106,7 +1190,7 @@ def main_calibrate(args) -> int:
     import os
 
     workers = args.workers or min(2, os.cpu_count() or 1)
-    point = getattr(args, "point", None) or "medoid"
+    point = getattr(args, "point", None) or "best"
     if point not in POINTS:
         raise UsageError(f"spiral calibrate: --point: expected one of {', '.join(POINTS)}, "
                          f"got {point!r}")

@@ -221,8 +221,9 @@ def build_parser() -> argparse.ArgumentParser:
                                            "(ABC-SMC, pyabc; resumable; local or Dask)")
     cal.add_argument("targets", help="targets TOML file, e.g. data/targets.toml")
     cal.add_argument("--scenario", help="scenario to calibrate (default scenarios/baseline.toml)")
-    cal.add_argument("--population", type=int, help="particles per generation (default 60)")
-    cal.add_argument("--generations", type=int, help="ABC-SMC generations (default 4)")
+    cal.add_argument("--population", type=int, help="particles per generation (default: the targets "
+                                                            "file's [defaults]; 150)")
+    cal.add_argument("--generations", type=int, help="ABC-SMC generations (default: [defaults]; 5)")
     cal.add_argument("--seeds", type=int, help="model seeds per evaluation (default 1)")
     cal.add_argument("--workers", type=int, help="local worker processes (default 2)")
     cal.add_argument("--scheduler", metavar="ADDRESS", help="Dask scheduler, e.g. "
@@ -230,8 +231,9 @@ def build_parser() -> argparse.ArgumentParser:
     cal.add_argument("--out", help="output folder (default runs/calibrate-<targets>/)")
     cal.add_argument("--ppc", type=int, help="posterior predictive draws (default 40)")
     cal.add_argument("--seed", type=int, help="calibration seed (default 1)")
-    cal.add_argument("--point", help="calibrated point: medoid (default; the most central "
-                                     "particle), median (marginal medians) or mode")
+    cal.add_argument("--point", help="calibrated point: best (default; the particle whose runs "
+                                     "on common seeds are closest to the targets), medoid (the "
+                                     "most central particle), median (marginal medians) or mode")
     cal.add_argument("--quiet", action="store_true", help="no progress within a generation")
 
     def cmd_calibrate(args) -> int:
