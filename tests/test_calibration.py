@@ -320,10 +320,10 @@ def test_tiny_local_calibration_writes_every_output(reference):
     assert rep["versions"]["pyabc"] == "0.13.0"
     assert len(rep["ppc"]) == 5 and all("covered" in x for x in rep["ppc"])
     # the calibrated point (--point best): the particle of the final population whose runs on
-    # common seeds are closest to the targets, as rounded for a scenario file
+    # common seeds are closest to the targets (mean distance), as rounded for a scenario file
     ch = rep["calibrated_point_choice"]
     assert ch["method"] == "best" and len(ch["seeds"]) == 20
-    scores = [r["worst_coverage_ratio"] for r in ch["ranking"]]
+    scores = [r["mean_distance"] for r in ch["ranking"]]
     assert ch["ranking"][0]["particle"] == ch["particle"] and scores == sorted(scores)
     assert len(ch["ranking"]) == 4  # every particle was scored
     particle = post.iloc[ch["particle"]]
