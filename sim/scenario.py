@@ -99,7 +99,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
                      0.0, 0.5),
         "theta_down": _f(0.5, "latent abundance below which an abundance holder flips to scarcity"),
         "theta_up": _f(0.65, "latent abundance above which a scarcity holder flips back"),
-        "learn_rate": _f(0.006, "climb of latent abundance per step with all ties trusted, "
+        "learn_rate": _f(0.003896, "climb of latent abundance per step with all ties trusted, "
                                 "times (1 - a)"),
         "hurt_rate": _f(0.6, "fall of latent abundance per quarrel on all ties, times a"),
         "betrayal": _f(1.0, "fall of latent abundance when all own ties end, times a"),
@@ -130,7 +130,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "noise": _f(0.03, "sigma: perspective drift per step when nobody talks openly"),
     },
     "differences": {
-        "rate": _f(0.2, "lambda: expected differences per pair of people per step", 0.0, 100.0),
+        "rate": _f(0.08163, "lambda: expected differences per pair of people per step", 0.0, 100.0),
         "size": _f(0.3, "zeta: mean size of one difference", 0.0, 100.0),
         "confront_abundance": _f(0.6, "chance an abundance holder confronts a difference"),
         "confront_scarcity": _f(0.1, "chance a scarcity holder confronts a difference"),
@@ -144,7 +144,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
     },
     "trust": {
         "rate": _f(0.10, "beta: speed of trust toward a higher target (building)"),
-        "erode_rate": _f(0.30, "speed of trust toward a lower target (eroding)"),
+        "erode_rate": _f(0.2861, "speed of trust toward a lower target (eroding)"),
         "noise": _f(0.3, "standard deviation of the noise in each step's evidence (signals "
                          "of the partner read imperfectly)", 0.0, 10.0),
         "noise_shared": _f(1.0, "share of that noise's variance common to all ties of one side "
@@ -175,14 +175,14 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "memory": _f(0.9, "how much of last step's value level is remembered", 0.0, 0.999),
         "revenue_share": _f(0.4, "share of created value that is immediate revenue"),
         "claim_scarcity": _f(0.65, "share of the pie a scarcity holder claims", 0.5, 1.0),
-        "expectation": _f(0.3, "perceived value level an organization expects", 0.0, 10.0),
+        "expectation": _f(0.2106, "perceived value level an organization expects", 0.0, 10.0),
     },
     "patience": {
-        "horizon": _i(24, "steps over which an organization judges an alliance (its patience)",
+        "horizon": _i(20, "steps over which an organization judges an alliance (its patience)",
                       hi=10**6),
         "close_bias": _f(-1.0, "openness bias of a fully dissatisfied side (it changes strategy)",
                          -20.0, 0.0),
-        "end_rate": _f(0.15, "chance per step that a fully dissatisfied side ends the alliance"),
+        "end_rate": _f(0.2941, "chance per step that a fully dissatisfied side ends the alliance"),
         "w_blame": _f(1.0, "dissatisfaction signal of one quarrel per dyad (vs a full "
                            "shortfall of value)", 0.0, 100.0),
     },
@@ -191,7 +191,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
     },
     "formation": {
         "rate": _f(0.4, "expected new alliances per step", 0.0, 1000.0),
-        "closure": _f(0.7, "chance a new partner is a trusted partner's partner"),
+        "closure": _f(0.5259, "chance a new partner is a trusted partner's partner"),
     },
     "outputs": {
         "failure_age": _i(120, "alliance age (steps) at which failure_rate_km is read off the "

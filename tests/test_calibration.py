@@ -203,6 +203,36 @@ def baseline_statistics(seeds):
     return targets, scenario_statistics(sc, targets, seeds)
 
 
+def test_shipped_baseline_is_the_recorded_calibrated_point():
+    """scenarios/baseline.toml holds the point of the calibration recorded in
+    docs/calibration/calibration.json (tools/adopt_calibration.py), of the shipped targets and
+    of this baseline's fixed keys; each calibrated key's comment says so."""
+    import hashlib
+
+    from analysis.calibration import calibration_scenario, fixed_part_sha256
+
+    rep = json.loads((ROOT / "docs" / "calibration" / "calibration.json").read_text())
+    targets = load_targets(ROOT / "data" / "targets.toml")
+    assert rep["targets_sha256"] == hashlib.sha256(
+        (ROOT / "data" / "targets.toml").read_bytes()).hexdigest()
+    sc = calibration_scenario(ROOT / "scenarios" / "baseline.toml", targets)
+    assert rep["scenario_fixed_sha256"] == fixed_part_sha256(sc, targets.priors)
+    assert rep["calibrated_point_choice"]["method"] == "best"
+    lines = (ROOT / "scenarios" / "baseline.toml").read_text().splitlines()
+    assert set(rep["calibrated_point"]) == {p.key for p in targets.priors}
+    for key, v in rep["calibrated_point"].items():
+        section, k = key.split(".", 1)
+        assert sc.values[section][k] == v, key
+        i = lines.index(f"[{section}]")
+        i += next(n for n, ln in enumerate(lines[i:]) if ln.startswith(f"{k} = "))
+        comment = [lines[i]]
+        while lines[i + 1].startswith(" ") and lines[i + 1].strip().startswith("#"):
+            i += 1
+            comment.append(lines[i])
+        assert any("calibrated (data/targets.toml): posterior 90% interval" in c
+                   for c in comment), key
+
+
 @pytest.mark.slow
 def test_shipped_baseline_shows_every_target_on_seeds_from_the_os():
     """Issue 14: the calibrated baseline's patterns hold on seeds that are not in the
