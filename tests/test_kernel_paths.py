@@ -77,6 +77,9 @@ SCENARIOS = {
     "busy_ecosystem": {"ecosystem": {"graph": "erdos_renyi", "mean_degree": 6},
                        "formation": {"rate": 2.0}, "patience": {"end_rate": 0.6, "horizon": 6},
                        "initial": {"trust": 0.3}},
+    # the evidence noise's parts: own only, both (each drawn only when its weight is not 0)
+    "noise_own_only": {"trust": {"noise_shared": 0.0}, "formation": {"rate": 1.0}},
+    "noise_mixed": {"trust": {"noise_shared": 0.5}, "differences": {"rate": 0.8}},
     "interventions": {
         "negotiation": {"interests": True, "empathy": True},
         "interventions": [
