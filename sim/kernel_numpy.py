@@ -44,9 +44,10 @@ def draw_step(s: State, p, rng, noise: bool) -> Draws:
     1. the number of differences N ~ Poisson(rate * n_d) over all dyads;
     2. talk drift: (n_ind, K) standard normals;
     3. differences: N dyads, each uniform among the n_d, floor(u n_d) for a uniform u (so a
-       dyad's count is Poisson(rate), independently); then, dyad by dyad in row order, one standard exponential per
-       difference, their sum times `size` being the dyad's total size (a Gamma(count, size));
-       then two uniforms per dyad with a difference, (confront, find) in row order;
+       dyad's count is Poisson(rate), independently); then, dyad by dyad in row order, one
+       standard exponential per difference, their sum times `size` being the dyad's total
+       size (a Gamma(count, size)); then two uniforms per dyad with a difference, (confront,
+       find) in row order;
     4. evidence noise (evidence_noise): (n_present, 2) standard normals shared by one side of
        an alliance, in alliance order, when noise_shared > 0; (2, n_d) of the ties' own when
        noise_shared < 1 (a part of zero weight is not drawn);
