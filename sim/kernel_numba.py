@@ -568,14 +568,22 @@ def _series(level, n_org, al_regime, al_ended, al_trust, al_open, al_value, al_p
     return (n_in, n_out, n_und, n_end, st, so, sta, su, val, per, sa, sm, sd, sdiv, biggest)
 
 
-def series(s: State, p) -> dict:
-    """The state's metrics of metrics.step_metrics, from one compiled pass."""
+def series_raw(s: State, p) -> tuple:
+    """_series of the state: (n_in, n_out, n_und, n_end, sums of trust, openness, active
+    trust, dissatisfaction, value, perceived, abundance, mindsets, tension, divergence,
+    largest trusting component)."""
     sc = _scratch(s)
     oi = sc.get("oi", (s.n_org, 2), np.int64)
+    return _series(p.mindset.trusted_level, s.n_org, s.al_regime, s.al_ended, s.al_trust,
+                   s.al_open, s.al_value, s.al_perceived, s.al_unsat, s.al_org, s.a, s.m, s.D,
+                   s.p, s.d_ind[0], s.d_ind[1], oi[:, 0], oi[:, 1])
+
+
+def series(s: State, p) -> dict:
+    """The state's metrics of metrics.step_metrics, from one compiled pass (the same
+    arithmetic as kernel_batch.metrics_rows)."""
     (n_in, n_out, n_und, n_end, st, so, sta, su, val, per, sa, sm, sd, sdiv,
-     biggest) = _series(p.mindset.trusted_level, s.n_org, s.al_regime, s.al_ended, s.al_trust,
-                        s.al_open, s.al_value, s.al_perceived, s.al_unsat, s.al_org, s.a, s.m,
-                        s.D, s.p, s.d_ind[0], s.d_ind[1], oi[:, 0], oi[:, 1])
+     biggest) = series_raw(s, p)
     n, n_d, n_ind = s.n_al, len(s.D), s.n_ind
     act = n - n_end
     return {
@@ -615,7 +623,7 @@ def ties_step(P, step, split, rng, n_diff, has_talk, z_talk, counts, size_unit, 
               m, a, pp, org,
               culture, horizon, al_org, al_ended, al_blames, al_opps, al_value, al_perceived,
               al_unsat, al_grievance, al_regime, al_trust, al_open, al_tension, al_level,
-              ind_to_scarcity, ind_to_abundance, pf, pi, move, af, ai, of):
+              al_hist, ind_to_scarcity, ind_to_abundance, pf, pi, move, af, ai, of):
     """Talk to mindset, in the numpy path's order (kernel_numpy.step), for every tie.
     Returns (value created, alliances ended, dyads kept, alliances with an avoided difference,
     with blame, with an opportunity; people who flipped)."""
@@ -649,10 +657,16 @@ def ties_step(P, step, split, rng, n_diff, has_talk, z_talk, counts, size_unit, 
         n_avoid += ai[al, AVOIDED]
         n_blamed += ai[al, BLAMED]
         n_opp += ai[al, OPPS]
-    n_flip = 0
+    n_to_s = n_to_a = 0
     for i in range(len(a)):
-        n_flip += abs(pi[i, FLIP])
-    return flow, n_end, kept, n_avoid, n_blamed, n_opp, n_flip
+        f = pi[i, FLIP]
+        if f < 0:
+            n_to_s += 1
+        elif f > 0:
+            n_to_a += 1
+    # 12. regimes (the alliances formed after this, in formation, are classified there)
+    classify(P, step, al_ended, al_trust, al_open, al_hist, al_regime)
+    return flow, n_end, kept, n_avoid, n_blamed, n_opp, n_to_s, n_to_a
 
 
 # 8. Formation ----------------------------------------------------------------------------------
@@ -721,10 +735,11 @@ def formation_choices(ao, at, k, a, trusted, closure, rep, partners, via, reach,
     return n_cand, n_free
 
 
-def form_alliances(s: State, p, rng, ev: knp.Events, sc) -> None:
+def form_alliances(s: State, p, rng, ev: knp.Events, sc, n_new: int | None = None) -> None:
     """kernel_numpy.form_alliances with its array work compiled: the same draws in the same
-    order, the same choices."""
-    n_new = rng.poisson(p.formation.rate)
+    order, the same choices. n_new: the number of new alliances when already drawn."""
+    if n_new is None:
+        n_new = rng.poisson(p.formation.rate)
     if n_new == 0:
         return
     n = s.n_org
@@ -781,6 +796,7 @@ def add_alliances(s: State, p, pairs: np.ndarray, rng, sc) -> np.ndarray:
         for name in ("T", "O", "D", "v"):
             _append(s, sc, name, ties[name])
         s.changed_ties()
+        _classify_new(s, sc, start)
         return np.arange(start, start + k)
     t0, o0 = first_impressions(p, k, rng)
     mind = org_abundance(s.m, s.org, s.n_org)[pairs]
@@ -801,7 +817,15 @@ def add_alliances(s: State, p, pairs: np.ndarray, rng, sc) -> np.ndarray:
               _extend(s, sc, "d_ind", nd), _extend(s, sc, "T", nd), _extend(s, sc, "O", nd),
               _extend(s, sc, "D", nd), _extend(s, sc, "v", nd))
     s.changed_ties()
+    _classify_new(s, sc, start)
     return np.arange(start, start + k)
+
+
+def _classify_new(s: State, sc, start: int) -> None:
+    """The regimes of the alliances formed this step (the others were classified in
+    ties_step, as kernel_numpy.classify does for all of them after formation)."""
+    classify(sc.P, s.step, s.al_ended[start:], s.al_trust[start:], s.al_open[start:],
+             s.al_hist[start:], s.al_regime[start:])
 
 
 @njit(cache=True, error_model="numpy")
@@ -875,6 +899,7 @@ class Scratch:
         self.bufs: dict[str, np.ndarray] = {}
         self.views: dict[str, tuple] = {}
         self.grown: dict[str, tuple] = {}  # state arrays with room: name -> (buffer, view)
+        self.P = None  # this step's parameter vector (formation classifies new alliances)
 
     def get(self, key, shape, dtype=np.float64):
         hit = self.views.get(key)
@@ -945,7 +970,7 @@ def step(s: State, p, rng) -> knp.Events:
                       g("af", (n_al, N_AF)), g("ai", (n_al, N_AI), np.int32))
     m = min(n_diff, n_d)  # dyads with a difference, at most
     dbuf = g("diff", (3, m)) if n_diff else _EMPTY_F2
-    flow, n_end, kept, n_avoid, n_blamed, n_opp, n_flip = ties_step(
+    flow, n_end, kept, n_avoid, n_blamed, n_opp, n_to_s, n_to_a = ties_step(
         P, s.step, _split(p), _NO_DRAWS if rng is None else rng, n_diff, has_talk,
         g("talk", (n_ind, K)) if has_talk else _EMPTY_F2,
         g("counts", (n_d,), np.int32) if n_diff else _EMPTY_I32, float(df.size),
@@ -958,7 +983,7 @@ def step(s: State, p, rng) -> knp.Events:
         s.d_al, s.d_ind, s.T, s.O, s.D, s.v, s.m, s.a, s.p, s.org, s.culture, s.horizon,
         s.al_org, s.al_ended, s.al_blames, s.al_opps, s.al_value, s.al_perceived, s.al_unsat,
         s.al_grievance, s.al_regime, s.al_trust, s.al_open, s.al_tension, s.al_level,
-        s.ind_to_scarcity, s.ind_to_abundance, pf, pi, g("move", (n_ind, K)), af, ai,
+        s.al_hist, s.ind_to_scarcity, s.ind_to_abundance, pf, pi, g("move", (n_ind, K)), af, ai,
         g("of", (s.n_org, 2)))
     ev.value_flow = flow
     if n_avoid:
@@ -967,15 +992,15 @@ def step(s: State, p, rng) -> knp.Events:
         ev.blamed = np.flatnonzero(ai[:, BLAMED])
     if n_opp:
         ev.opportunities = np.flatnonzero(ai[:, OPPS])
-    if n_flip:
+    if n_to_s + n_to_a:
         ev.to_scarcity = np.flatnonzero(pi[:, FLIP] == -1)
         ev.to_abundance = np.flatnonzero(pi[:, FLIP] == 1)
     if n_end:
         ev.ended = np.flatnonzero(ai[:, GONE])
         _truncate(s, sc, kept)
     if noise:
+        sc.P = P
         form_alliances(s, p, rng, ev, sc)
-    classify(P, s.step, s.al_ended, s.al_trust, s.al_open, s.al_hist, s.al_regime)
     return ev
 
 

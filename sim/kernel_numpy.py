@@ -115,17 +115,25 @@ def sigmoid(x):
     return 0.5 * (1.0 + np.tanh(0.5 * x))  # = 1/(1+e^-x), without overflow warnings
 
 
+_NONE = np.empty(0, np.int64)
+_NONE.flags.writeable = False  # shared by every Events: nothing happened (cannot be filled)
+
+
+def _none() -> np.ndarray:
+    return _NONE
+
+
 @dataclass
 class Events:
     """What happened in one step (indices), for the narration and the counters."""
 
-    avoided: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))  # alliances
-    blamed: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
-    opportunities: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
-    ended: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
-    formed: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
-    to_scarcity: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))  # people
-    to_abundance: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
+    avoided: np.ndarray = field(default_factory=_none)  # alliances
+    blamed: np.ndarray = field(default_factory=_none)
+    opportunities: np.ndarray = field(default_factory=_none)
+    ended: np.ndarray = field(default_factory=_none)
+    formed: np.ndarray = field(default_factory=_none)
+    to_scarcity: np.ndarray = field(default_factory=_none)  # people
+    to_abundance: np.ndarray = field(default_factory=_none)
     value_flow: float = 0.0
 
 

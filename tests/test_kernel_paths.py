@@ -217,3 +217,86 @@ def test_formation_falls_back_when_the_state_has_arrays_it_does_not_know(monkeyp
     assert fast.state.n_al > 25 + 30  # alliances were formed
     assert_same_state(fast.state, again.state)
     assert_same_state(slow.state, again.state)
+
+
+# A run through compiled batches (AllianceModel.run on the compiled path) is the same run as
+# step() called that many times: identical arrays, series, trajectories, graph and clock.
+def assert_same_run(a, b):
+    for name in ARRAYS:
+        x, y = getattr(a.state, name), getattr(b.state, name)
+        assert x.shape == y.shape and np.array_equal(x, y), name
+    import pandas as pd
+
+    pd.testing.assert_frame_equal(a.timeseries(), b.timeseries())
+    assert sorted(a.graph.edges()) == sorted(b.graph.edges())
+    assert (a.steps, a.time, a.running) == (b.steps, b.time, b.running)
+    ta, tb = a.trajectories(), b.trajectories()
+    assert ta.keys() == tb.keys()
+    for k in ta:
+        assert np.array_equal(ta[k][0], tb[k][0]) and np.array_equal(ta[k][1], tb[k][1])
+    sa, sb = a.summary(), b.summary()
+    sa.pop("provenance"), sb.pop("provenance")
+    assert sa == sb
+    assert a.last_metrics == b.last_metrics
+
+
+BATCH_SCENARIOS = {**SCENARIOS, "baseline_file": None}
+
+
+@numba_only
+@pytest.mark.parametrize("noise", [False, True], ids=["noise_off", "noise_on"])
+@pytest.mark.parametrize("name", list(BATCH_SCENARIOS))
+def test_batched_run_is_the_stepped_run(name, noise):
+    over = BATCH_SCENARIOS[name]
+    kw = {}
+    if over is None:
+        values = str(ROOT / "scenarios" / "baseline.toml")
+        kw = {"noise.enabled": noise}
+    else:
+        values = scenario(over, noise, 80)
+    with path("numba"):
+        a = AllianceModel(copy.deepcopy(values), seed=7, **kw)
+        a.run()
+        b = AllianceModel(copy.deepcopy(values), seed=7, **kw)
+        for _ in range(b.scenario_spec.steps):
+            b.step()
+    assert_same_run(a, b)
+    assert a.state.n_al > 0
+
+
+@numba_only
+def test_batched_run_when_formations_outgrow_the_room(monkeypatch):
+    """No spare room: every formation stops the compiled loop and is done by Python."""
+    from sim import kernel_batch, kernel_numba
+
+    monkeypatch.setattr(kernel_batch, "spare_alliances", lambda rate, n: 0)
+    monkeypatch.setattr(kernel_batch, "capacity", lambda n: n)
+    by_python = []
+    form = kernel_numba.form_alliances
+
+    def counted(*args, **kw):
+        by_python.append(kw.get("n_new"))
+        return form(*args, **kw)
+
+    monkeypatch.setattr(kernel_numba, "form_alliances", counted)
+    values = scenario(SCENARIOS["busy_ecosystem"], True, 60)
+    with path("numba"):
+        a = AllianceModel(copy.deepcopy(values), seed=3)
+        a.run(25)
+        a.run(35)  # and a second run() continues the same run
+        b = AllianceModel(copy.deepcopy(values), seed=3)
+        for _ in range(60):
+            b.step()
+    assert_same_run(a, b)
+    pending = [n for n in by_python if n is not None]  # (step() draws its own n_new)
+    assert len(pending) >= 2  # the batch stopped and Python formed and grew the buffers
+    assert a.state.n_al > len(a.state.al_formed[a.state.al_formed == 0]) + 20  # many formed
+
+
+@numba_only
+def test_progress_counts_every_step():
+    done = []
+    with path("numba"):
+        m = AllianceModel(scenario({}, True, 130), seed=1)
+        m.run(progress=done.append)
+    assert sum(done) == 130 and max(done) <= m.BATCH and m.state.step == 130
