@@ -194,8 +194,10 @@ class AllianceModel(mesa.Model):
                 progress(k)
 
     # steps per compiled batch: long enough that the per-batch costs vanish, short enough
-    # that a progress bar moves
+    # that a progress bar moves and a signal (Ctrl-C, SIGTERM: handled between batches) is
+    # seen within a fraction of a second: at most BATCH_TIES tie-updates per batch
     BATCH = 50
+    BATCH_TIES = 2_000_000
 
     def _batchable(self, n: int) -> int:
         """How many of the next n steps can run as one compiled batch (0: none)."""
@@ -207,10 +209,11 @@ class AllianceModel(mesa.Model):
         if not kernel_batch.usable(self.state):
             return 0
         t = self.state.step
+        most = min(n, self.BATCH, self.BATCH_TIES // max(self.state.T.size, 1))
         k = 0
-        while k < min(n, self.BATCH) and not self._schedule.get(t + k + 1):
+        while k < most and not self._schedule.get(t + k + 1):
             k += 1
-        return k
+        return k if k >= 2 else 0
 
     def _run_batch(self, k: int) -> None:
         """k steps in one compiled loop, then the model's records as step() would leave them
