@@ -294,6 +294,33 @@ def test_batched_run_when_formations_outgrow_the_room(monkeypatch):
 
 
 @numba_only
+def test_batched_run_keeps_other_mesa_events_at_their_time():
+    """An event scheduled through Mesa during a run still fires at its time (then the clock
+    is advanced by Mesa's own loop)."""
+    fired = []
+
+    class Noting(AllianceModel):
+        def note(self):
+            fired.append((self.time, self.state.step))
+
+    with path("numba"):
+        runs = []
+        for batched in (True, False):
+            m = Noting(scenario({}, True, 40), seed=2)
+            m.schedule_event(m.note, at=17)
+            if batched:
+                m.run()
+            else:
+                for _ in range(40):
+                    m.step()
+            runs.append(m)
+        assert fired[0] == fired[1] and fired[0][0] == 17  # the same moment of the run
+        assert_same_run(*runs)
+        runs[0].step()
+        assert runs[0].steps == runs[0].state.step == 41
+
+
+@numba_only
 def test_progress_counts_every_step():
     done = []
     with path("numba"):
