@@ -46,9 +46,18 @@ from .state import State, initial_trust
 _DYAD_FIELDS = ("d_al", "d_ind", "T", "O", "D", "v")
 
 
-def usable(s: State) -> bool:
-    """The loop knows every array of this state (else: one step at a time)."""
-    return set(_AL_FIELDS) == set(_KNOWN_FIELDS)
+SERIES = frozenset((
+    "mean_trust", "mean_openness", "mean_trust_active", "share_spiral_in", "share_spiral_out",
+    "share_undecided", "value_created", "value_perceived", "value_flow", "alliances_active",
+    "alliances_formed", "alliances_ended", "mean_abundance", "share_abundance_mindset",
+    "mean_tension", "mean_divergence", "blames", "opportunities", "trusting_component",
+    "to_scarcity", "to_abundance", "mean_dissatisfaction"))  # what metrics_rows writes
+
+
+def usable(s: State, series_keys) -> bool:
+    """The loop knows every array of this state and writes every series key (else: one step
+    at a time)."""
+    return set(_AL_FIELDS) == set(_KNOWN_FIELDS) and set(series_keys) <= SERIES
 
 
 @njit(cache=True, error_model="numpy")

@@ -206,7 +206,8 @@ class AllianceModel(mesa.Model):
             return 0
         from . import kernel_batch
 
-        if not kernel_batch.usable(self.state) or not self._only_the_step_is_scheduled():
+        if (not kernel_batch.usable(self.state, metrics.SERIES_KEYS)
+                or not self._only_the_step_is_scheduled()):
             return 0
         t = self.state.step
         most = min(n, self.BATCH, self.BATCH_TIES // max(self.state.T.size, 1))

@@ -327,3 +327,15 @@ def test_progress_counts_every_step():
         m = AllianceModel(scenario({}, True, 130), seed=1)
         m.run(progress=done.append)
     assert sum(done) == 130 and max(done) <= m.BATCH and m.state.step == 130
+
+
+@numba_only
+def test_batch_writes_every_series_key_and_steps_when_a_key_is_new(monkeypatch):
+    from sim import kernel_batch, metrics
+
+    assert kernel_batch.SERIES == set(metrics.SERIES_KEYS)
+    raw = np.zeros((3, kernel_batch.N_RAW))
+    assert set(kernel_batch.metrics_rows(raw, 5, 7)) == kernel_batch.SERIES
+    m = AllianceModel(scenario({}, True, 10), seed=1)
+    monkeypatch.setattr(metrics, "SERIES_KEYS", metrics.SERIES_KEYS + ("a_new_metric",))
+    assert m._batchable(9) == 0
