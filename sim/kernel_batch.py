@@ -374,14 +374,7 @@ def run_steps(s: State, p, rng, n_steps: int, n_track: int):
 def warm_up() -> None:
     """Load (or compile) the step's and the batch loop's compiled code: kernel_numba.warm_up,
     then a few batches of a tiny, busy ecosystem (formations that fit and that do not)."""
-    from .scenario import from_dict
-    from .state import build
-
     kn.warm_up()
-    p = from_dict({"ecosystem": {"organizations": 12, "individuals_per_organization": 2},
-                   "formation": {"rate": 3.0}, "patience": {"end_rate": 0.9, "horizon": 2}}
-                  ).params()
-    rng = np.random.default_rng(0)
-    s, _ = build(p, rng)
+    s, p, rng = kn.busy_ecosystem()
     for _ in range(3):
         run_steps(s, p, rng, 4, 3)

@@ -1004,9 +1004,9 @@ def step(s: State, p, rng) -> knp.Events:
     return ev
 
 
-def warm_up() -> None:
-    """Load (or compile) every specialization the step uses: contiguous arrays at set-up, views
-    with spare room after endings and formation. A few steps of a tiny, busy ecosystem."""
+def busy_ecosystem():
+    """A tiny, busy ecosystem (endings and formations every step) for warming up: (state,
+    params, rng)."""
     from .scenario import from_dict
     from .state import build
 
@@ -1015,6 +1015,13 @@ def warm_up() -> None:
                   ).params()
     rng = np.random.default_rng(0)
     s, _ = build(p, rng)
+    return s, p, rng
+
+
+def warm_up() -> None:
+    """Load (or compile) every specialization the step uses: contiguous arrays at set-up, views
+    with spare room after endings and formation. A few steps of a tiny, busy ecosystem."""
+    s, p, rng = busy_ecosystem()
     for _ in range(8):
         step(s, p, rng)
         series(s, p)
