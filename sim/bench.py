@@ -199,9 +199,9 @@ def run_bench(sizes: list[int], steps: int, with_reference: bool = True,
     rows = []
     main = kernel.NAME
     if main == "numba":  # load the compiled code first: not timed, not traced
-        from . import kernel_numba
+        from . import kernel_batch
 
-        kernel_numba.warm_up()
+        kernel_batch.warm_up()
     ref_rate = None  # ties per second of the reference at the last size it ran
     for n in sizes:
         values = bench_values(n)

@@ -55,6 +55,7 @@ def cmd_run(args) -> int:
                            label="--out" if args.out else "output folder")
     with stage:
         t0 = time.perf_counter()
+        compiled_ready()
         model = AllianceModel(scenario)
         if args.quiet:
             model.run()
@@ -387,6 +388,36 @@ def _on_sigterm(signum, frame):  # like Ctrl-C: temporaries are removed on the w
     raise KeyboardInterrupt
 
 
+_compiling: threading.Thread | None = None
+
+
+def compiled_ready() -> None:
+    """Load (on a fresh install: compile, about a minute) the compiled path in a helper
+    thread while this one waits, so that Ctrl-C or SIGTERM during a first compile still ends
+    the command (in the compiling thread LLVM's callbacks would swallow it)."""
+    global _compiling
+    from . import kernel
+
+    if kernel.NAME != "numba":
+        return
+    from . import kernel_batch
+
+    failed: list[BaseException] = []
+
+    def work():
+        try:
+            kernel_batch.warm_up()
+        except BaseException as e:  # noqa: BLE001  (re-raised in the waiting thread)
+            failed.append(e)
+
+    _compiling = threading.Thread(target=work, name="spiral-compile", daemon=True)
+    _compiling.start()
+    while _compiling.is_alive():
+        _compiling.join(0.1)
+    if failed:
+        raise failed[0]
+
+
 def main(argv: list[str] | None = None) -> int:
     import signal
 
@@ -394,10 +425,17 @@ def main(argv: list[str] | None = None) -> int:
     if threading.current_thread() is threading.main_thread():
         previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
-        return _main(argv)
+        rc = _main(argv)
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+    if _compiling is not None and _compiling.is_alive():
+        # interrupted mid-compile: the output is cleaned up; leave without waiting for (or
+        # finalizing under) the compiler
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(rc)
+    return rc
 
 
 def _main(argv: list[str] | None) -> int:

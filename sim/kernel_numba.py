@@ -48,6 +48,9 @@ from .state import (
  PEER_PULL, THETA_DOWN, THETA_UP, CULTURE_FOLLOW, USUAL, IN_LEVEL, OUT_LEVEL, TREND,
  N_PARAMS) = range(52)
 MAXQ = knp.MAX_QUARRELS
+# LLVM may contract a*b+c and reorder sums in the tie loops (rounding, ~1e-16); no
+# assumptions about NaN or infinity, so comparisons keep their meaning
+FAST = {"contract", "reassoc", "nsz", "arcp"}
 
 
 def pack(p) -> np.ndarray:
@@ -87,8 +90,66 @@ def sigmoid(z):
     return 1.0 / (1.0 + np.exp(-z))
 
 
-# 1. Talk ---------------------------------------------------------------------------------------
+# Random numbers ---------------------------------------------------------------------------------
 @njit(cache=True, error_model="numpy")
+def draw(rng, n_diff, has_talk, z_talk, d_al, counts, size_unit, size, u_confront, u_find,
+         has_tz, use_side, use_own, rank, z_side, z_own, has_end, al_ended, u_end):
+    """kernel_numpy.draw_step's numbers (after its first, n_diff), drawn from the same numpy
+    Generator in the same order into the work arrays: talk drift; the differences' dyads,
+    sizes and (confront, find) uniforms; the evidence noise (side, then own); the endings.
+    Returns the number of dyads with a difference."""
+    n_d = len(d_al)
+    if has_talk:
+        n_ind, K = z_talk.shape
+        for i in range(n_ind):
+            for j in range(K):
+                z_talk[i, j] = rng.standard_normal()
+    n_idx = 0
+    if n_diff > 0:
+        counts[:] = 0
+        for _ in range(n_diff):
+            counts[min(np.int64(rng.random() * n_d), n_d - 1)] += 1
+        for k in range(n_d):
+            c = counts[k]
+            if c > 0:
+                if size_unit > 0.0:
+                    acc = 0.0
+                    for _ in range(c):
+                        acc += rng.standard_exponential()
+                    size[n_idx] = acc * size_unit
+                else:
+                    size[n_idx] = 0.0
+                n_idx += 1
+        for j in range(n_idx):
+            u_confront[j] = rng.random()
+            u_find[j] = rng.random()
+    if has_tz:
+        if use_side:
+            rank[:] = -1
+            for k in range(n_d):
+                rank[d_al[k]] = 0
+            r = 0
+            for al in range(len(rank)):
+                if rank[al] == 0:
+                    rank[al] = r
+                    z_side[r, 0] = rng.standard_normal()
+                    z_side[r, 1] = rng.standard_normal()
+                    r += 1
+        if use_own:
+            for side in range(2):
+                for k in range(n_d):
+                    z_own[side, k] = rng.standard_normal()
+    if has_end:
+        j = 0
+        for al in range(len(al_ended)):
+            if al_ended[al] < 0:
+                u_end[j] = rng.random()
+                j += 1
+    return n_idx
+
+
+# 1. Talk ---------------------------------------------------------------------------------------
+@njit(cache=True, error_model="numpy", fastmath=FAST)
 def talk(P, pp, i0, i1, O0, O1, has_z, z, deg, move, sumx):
     """Perspectives move toward partners by mu * O_ji; without exchange they drift apart.
     Also counts every person's ties (deg) for the experience weights of this step."""
@@ -121,9 +182,9 @@ def talk(P, pp, i0, i1, O0, O1, has_z, z, deg, move, sumx):
 
 
 # 2.-5., 3. Differences, blame, the pie and trust ----------------------------------------------
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", fastmath=FAST)
 def differences_blame_value_trust(P, has_diff, counts, size, u_confront, u_find, has_z, z,
-                                  z_side, r_side, r_own,
+                                  z_side, rank, r_side, r_own,
                                   d_al, i0, i1, T0, T1, O0, O1, D, v, m, pp,
                                   al_blames, al_opps, cnt, created, perc, quar, lev,
                                   f_avoid, f_blame, f_opp, blame_n, opp_n):
@@ -244,8 +305,16 @@ def differences_blame_value_trust(P, has_diff, counts, size, u_confront, u_find,
         e1 += p_tbias_a if mb else p_tbias_s
         if has_z:
             # evidence noise: sqrt(rho) z_side + sqrt(1 - rho) z_tie (kernel_numpy.evidence_noise)
-            e0 += p_trust_noise * (z_side[0, al] * r_side + z[0, k] * r_own)
-            e1 += p_trust_noise * (z_side[1, al] * r_side + z[1, k] * r_own)
+            n0 = n1 = 0.0
+            if r_side > 0.0:
+                rk = rank[al]
+                n0 = z_side[rk, 0] * r_side
+                n1 = z_side[rk, 1] * r_side
+            if r_own > 0.0:
+                n0 += z[0, k] * r_own
+                n1 += z[1, k] * r_own
+            e0 += p_trust_noise * n0
+            e1 += p_trust_noise * n1
         e0 = sigmoid(e0 * p_t_steep) - T0[k]
         e1 = sigmoid(e1 * p_t_steep) - T1[k]
         T0[k] += e0 * (p_t_rate if e0 > 0.0 else p_t_erode)
@@ -297,7 +366,7 @@ def patience(P, step, al_ended, al_org, horizon, cnt, quar, lev, created, perc, 
 
 
 # 4., 12., 8., 7. Openness, summaries, endings, mindset -----------------------------------------
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", fastmath=FAST)
 def openness_mindset(P, d_al, i0, i1, T0, T1, O0, O1, D, v, m, a, pp, org, culture,
                      al_unsat, cnt, gone, n_end, al_trust, al_open, al_tension, al_level,
                      sums, deg, deg_post, blame_n, opp_n, hurt_n, good, peer, org_sum,
@@ -499,14 +568,22 @@ def _series(level, n_org, al_regime, al_ended, al_trust, al_open, al_value, al_p
     return (n_in, n_out, n_und, n_end, st, so, sta, su, val, per, sa, sm, sd, sdiv, biggest)
 
 
-def series(s: State, p) -> dict:
-    """The state's metrics of metrics.step_metrics, from one compiled pass."""
+def series_raw(s: State, p) -> tuple:
+    """_series of the state: (n_in, n_out, n_und, n_end, sums of trust, openness, active
+    trust, dissatisfaction, value, perceived, abundance, mindsets, tension, divergence,
+    largest trusting component)."""
     sc = _scratch(s)
     oi = sc.get("oi", (s.n_org, 2), np.int64)
+    return _series(p.mindset.trusted_level, s.n_org, s.al_regime, s.al_ended, s.al_trust,
+                   s.al_open, s.al_value, s.al_perceived, s.al_unsat, s.al_org, s.a, s.m, s.D,
+                   s.p, s.d_ind[0], s.d_ind[1], oi[:, 0], oi[:, 1])
+
+
+def series(s: State, p) -> dict:
+    """The state's metrics of metrics.step_metrics, from one compiled pass (the same
+    arithmetic as kernel_batch.metrics_rows)."""
     (n_in, n_out, n_und, n_end, st, so, sta, su, val, per, sa, sm, sd, sdiv,
-     biggest) = _series(p.mindset.trusted_level, s.n_org, s.al_regime, s.al_ended, s.al_trust,
-                        s.al_open, s.al_value, s.al_perceived, s.al_unsat, s.al_org, s.a, s.m,
-                        s.D, s.p, s.d_ind[0], s.d_ind[1], oi[:, 0], oi[:, 1])
+     biggest) = series_raw(s, p)
     n, n_d, n_ind = s.n_al, len(s.D), s.n_ind
     act = n - n_end
     return {
@@ -540,15 +617,20 @@ CNT, AVOIDED, BLAMED, OPPS, GONE, N_AI = range(6)
 
 
 @njit(cache=True, error_model="numpy")
-def ties_step(P, step, split, has_talk, z_talk, has_diff, counts, size, u_confront, u_find,
-              has_tz, z_trust, z_side, r_side, r_own, has_end, u_end, d_al, d_ind, T, O, D, v,
+def ties_step(P, step, split, rng, n_diff, has_talk, z_talk, counts, size_unit, size,
+              u_confront, u_find, has_tz, z_trust, z_side, rank, r_side, r_own, has_end, u_end,
+              d_al, d_ind, T, O, D, v,
               m, a, pp, org,
               culture, horizon, al_org, al_ended, al_blames, al_opps, al_value, al_perceived,
               al_unsat, al_grievance, al_regime, al_trust, al_open, al_tension, al_level,
-              ind_to_scarcity, ind_to_abundance, pf, pi, move, af, ai, of):
+              al_hist, ind_to_scarcity, ind_to_abundance, pf, pi, move, af, ai, of):
     """Talk to mindset, in the numpy path's order (kernel_numpy.step), for every tie.
     Returns (value created, alliances ended, dyads kept, alliances with an avoided difference,
     with blame, with an opportunity; people who flipped)."""
+    n_idx = draw(rng, n_diff, has_talk, z_talk, d_al, counts, size_unit, size, u_confront,
+                 u_find, has_tz, r_side > 0.0, r_own > 0.0, rank, z_side, z_trust, has_end,
+                 al_ended, u_end)
+    has_diff = n_idx > 0
     pf[:, :] = 0.0
     pi[:, :] = 0
     af[:, :] = 0.0
@@ -557,8 +639,8 @@ def ties_step(P, step, split, has_talk, z_talk, has_diff, counts, size, u_confro
     talk(P, pp, i0, i1, O0, O1, has_talk, z_talk, pi[:, DEG], move, pf[:, SUMX])
     lev = af[:, LEV0:LEV1 + 1]
     differences_blame_value_trust(
-        P, has_diff, counts, size, u_confront, u_find, has_tz, z_trust, z_side, r_side, r_own,
-        d_al, i0, i1, T0, T1,
+        P, has_diff, counts, size, u_confront, u_find, has_tz, z_trust, z_side, rank, r_side,
+        r_own, d_al, i0, i1, T0, T1,
         O0, O1, D, v, m, pp, al_blames, al_opps, ai[:, CNT], af[:, CREATED], af[:, PERC],
         af[:, QUAR], lev, ai[:, AVOIDED], ai[:, BLAMED], ai[:, OPPS], pf[:, BLAME_N],
         pf[:, OPP_N])
@@ -575,10 +657,16 @@ def ties_step(P, step, split, has_talk, z_talk, has_diff, counts, size, u_confro
         n_avoid += ai[al, AVOIDED]
         n_blamed += ai[al, BLAMED]
         n_opp += ai[al, OPPS]
-    n_flip = 0
+    n_to_s = n_to_a = 0
     for i in range(len(a)):
-        n_flip += abs(pi[i, FLIP])
-    return flow, n_end, kept, n_avoid, n_blamed, n_opp, n_flip
+        f = pi[i, FLIP]
+        if f < 0:
+            n_to_s += 1
+        elif f > 0:
+            n_to_a += 1
+    # 12. regimes (the alliances formed after this, in formation, are classified there)
+    classify(P, step, al_ended, al_trust, al_open, al_hist, al_regime)
+    return flow, n_end, kept, n_avoid, n_blamed, n_opp, n_to_s, n_to_a
 
 
 # 8. Formation ----------------------------------------------------------------------------------
@@ -647,10 +735,11 @@ def formation_choices(ao, at, k, a, trusted, closure, rep, partners, via, reach,
     return n_cand, n_free
 
 
-def form_alliances(s: State, p, rng, ev: knp.Events, sc) -> None:
+def form_alliances(s: State, p, rng, ev: knp.Events, sc, n_new: int | None = None) -> None:
     """kernel_numpy.form_alliances with its array work compiled: the same draws in the same
-    order, the same choices."""
-    n_new = rng.poisson(p.formation.rate)
+    order, the same choices. n_new: the number of new alliances when already drawn."""
+    if n_new is None:
+        n_new = rng.poisson(p.formation.rate)
     if n_new == 0:
         return
     n = s.n_org
@@ -707,6 +796,7 @@ def add_alliances(s: State, p, pairs: np.ndarray, rng, sc) -> np.ndarray:
         for name in ("T", "O", "D", "v"):
             _append(s, sc, name, ties[name])
         s.changed_ties()
+        _classify_new(s, sc, start)
         return np.arange(start, start + k)
     t0, o0 = first_impressions(p, k, rng)
     mind = org_abundance(s.m, s.org, s.n_org)[pairs]
@@ -727,7 +817,15 @@ def add_alliances(s: State, p, pairs: np.ndarray, rng, sc) -> np.ndarray:
               _extend(s, sc, "d_ind", nd), _extend(s, sc, "T", nd), _extend(s, sc, "O", nd),
               _extend(s, sc, "D", nd), _extend(s, sc, "v", nd))
     s.changed_ties()
+    _classify_new(s, sc, start)
     return np.arange(start, start + k)
+
+
+def _classify_new(s: State, sc, start: int) -> None:
+    """The regimes of the alliances formed this step (the others were classified in
+    ties_step, as kernel_numpy.classify does for all of them after formation)."""
+    classify(sc.P, s.step, s.al_ended[start:], s.al_trust[start:], s.al_open[start:],
+             s.al_hist[start:], s.al_regime[start:])
 
 
 @njit(cache=True, error_model="numpy")
@@ -801,6 +899,7 @@ class Scratch:
         self.bufs: dict[str, np.ndarray] = {}
         self.views: dict[str, tuple] = {}
         self.grown: dict[str, tuple] = {}  # state arrays with room: name -> (buffer, view)
+        self.P = None  # this step's parameter vector (formation classifies new alliances)
 
     def get(self, key, shape, dtype=np.float64):
         hit = self.views.get(key)
@@ -839,6 +938,8 @@ def scratch_bytes(s: State) -> int:
 _EMPTY_F = np.zeros(0)
 _EMPTY_F2 = np.zeros((0, 0))
 _EMPTY_I = np.zeros(0, np.int64)
+_EMPTY_I32 = np.zeros(0, np.int32)
+_NO_DRAWS = np.random.default_rng(0)  # stands in for rng=None (noise off: nothing is drawn)
 
 
 def _split(p) -> np.ndarray:
@@ -848,31 +949,41 @@ def _split(p) -> np.ndarray:
 
 
 def step(s: State, p, rng) -> knp.Events:
-    """One step, as kernel_numpy.step, in fused compiled loops."""
+    """One step, as kernel_numpy.step, in fused compiled loops. The random numbers are
+    kernel_numpy.draw_step's: the first (the number of differences) drawn here, the rest by
+    `draw` inside the compiled step, from the same Generator."""
     noise = p.noise.enabled
     sc = _scratch(s)
-    dr = knp.draw_step(s, p, rng, noise, buffers=sc.get, combine=False)
-    rho = p.trust.noise_shared
+    g = sc.get
+    n_ind, K = s.p.shape
+    n_al, n_d = s.n_al, len(s.D)
+    df, tr = p.differences, p.trust
+    n_diff = int(rng.poisson(df.rate * n_d)) if noise and df.rate > 0 and n_d else 0
+    has_talk = noise and p.talk.noise > 0
+    has_tz = noise and tr.noise > 0
+    rho = tr.noise_shared
+    r_side, r_own = (np.sqrt(rho), np.sqrt(1.0 - rho)) if has_tz else (0.0, 0.0)
     P = pack(p)
     s.step += 1
     ev = knp.Events()
-    n_ind, K = s.p.shape
-    n_al = s.n_al
-    g = sc.get
     pf, pi, af, ai = (g("pf", (n_ind, N_PF)), g("pi", (n_ind, N_PI), np.int32),
                       g("af", (n_al, N_AF)), g("ai", (n_al, N_AI), np.int32))
-    has_diff = dr.idx is not None
-    flow, n_end, kept, n_avoid, n_blamed, n_opp, n_flip = ties_step(
-        P, s.step, _split(p), dr.talk is not None, _EMPTY_F2 if dr.talk is None else dr.talk,
-        has_diff, dr.counts if has_diff else _EMPTY_I, dr.size if has_diff else _EMPTY_F,
-        dr.confront if has_diff else _EMPTY_F, dr.find if has_diff else _EMPTY_F,
-        dr.trust is not None, _EMPTY_F2 if dr.trust is None else dr.trust,
-        _EMPTY_F2 if dr.trust_side is None else dr.trust_side, np.sqrt(rho), np.sqrt(1.0 - rho),
-        dr.ending is not None, _EMPTY_F if dr.ending is None else dr.ending,
+    m = min(n_diff, n_d)  # dyads with a difference, at most
+    dbuf = g("diff", (3, m)) if n_diff else _EMPTY_F2
+    flow, n_end, kept, n_avoid, n_blamed, n_opp, n_to_s, n_to_a = ties_step(
+        P, s.step, _split(p), _NO_DRAWS if rng is None else rng, n_diff, has_talk,
+        g("talk", (n_ind, K)) if has_talk else _EMPTY_F2,
+        g("counts", (n_d,), np.int32) if n_diff else _EMPTY_I32, float(df.size),
+        dbuf[0] if n_diff else _EMPTY_F, dbuf[1] if n_diff else _EMPTY_F,
+        dbuf[2] if n_diff else _EMPTY_F, has_tz,
+        g("trust", (2, n_d)) if r_own > 0 else _EMPTY_F2,
+        g("side", (n_al, 2)) if r_side > 0 else _EMPTY_F2,
+        g("rank", (n_al,), np.int64) if r_side > 0 else _EMPTY_I, r_side, r_own,
+        noise, g("u_end", (n_al,)) if noise else _EMPTY_F,
         s.d_al, s.d_ind, s.T, s.O, s.D, s.v, s.m, s.a, s.p, s.org, s.culture, s.horizon,
         s.al_org, s.al_ended, s.al_blames, s.al_opps, s.al_value, s.al_perceived, s.al_unsat,
         s.al_grievance, s.al_regime, s.al_trust, s.al_open, s.al_tension, s.al_level,
-        s.ind_to_scarcity, s.ind_to_abundance, pf, pi, g("move", (n_ind, K)), af, ai,
+        s.al_hist, s.ind_to_scarcity, s.ind_to_abundance, pf, pi, g("move", (n_ind, K)), af, ai,
         g("of", (s.n_org, 2)))
     ev.value_flow = flow
     if n_avoid:
@@ -881,21 +992,21 @@ def step(s: State, p, rng) -> knp.Events:
         ev.blamed = np.flatnonzero(ai[:, BLAMED])
     if n_opp:
         ev.opportunities = np.flatnonzero(ai[:, OPPS])
-    if n_flip:
+    if n_to_s + n_to_a:
         ev.to_scarcity = np.flatnonzero(pi[:, FLIP] == -1)
         ev.to_abundance = np.flatnonzero(pi[:, FLIP] == 1)
     if n_end:
         ev.ended = np.flatnonzero(ai[:, GONE])
         _truncate(s, sc, kept)
     if noise:
+        sc.P = P
         form_alliances(s, p, rng, ev, sc)
-    classify(P, s.step, s.al_ended, s.al_trust, s.al_open, s.al_hist, s.al_regime)
     return ev
 
 
-def warm_up() -> None:
-    """Load (or compile) every specialization the step uses: contiguous arrays at set-up, views
-    with spare room after endings and formation. A few steps of a tiny, busy ecosystem."""
+def busy_ecosystem():
+    """A tiny, busy ecosystem (endings and formations every step) for warming up: (state,
+    params, rng)."""
     from .scenario import from_dict
     from .state import build
 
@@ -904,6 +1015,13 @@ def warm_up() -> None:
                   ).params()
     rng = np.random.default_rng(0)
     s, _ = build(p, rng)
+    return s, p, rng
+
+
+def warm_up() -> None:
+    """Load (or compile) every specialization the step uses: contiguous arrays at set-up, views
+    with spare room after endings and formation. A few steps of a tiny, busy ecosystem."""
+    s, p, rng = busy_ecosystem()
     for _ in range(8):
         step(s, p, rng)
         series(s, p)

@@ -26,70 +26,88 @@ from .state import IN, OUT, UNDECIDED, VALUE_KINDS, State, initial_trust, new_al
 class Draws:
     """One step's random numbers, in the order they are drawn (None: not drawn)."""
 
+    n_diff: int = 0  # Poisson: differences this step over all dyads (drawn first)
     talk: np.ndarray | None = None  # (n_ind, K) standard normals: perspective drift
-    counts: np.ndarray | None = None  # (n_d,) Poisson: differences per dyad
+    counts: np.ndarray | None = None  # (n_d,) differences per dyad (each at a uniform dyad)
     idx: np.ndarray | None = None  # dyads with at least one difference
-    size: np.ndarray | None = None  # (len(idx),) their total size (gamma)
+    size: np.ndarray | None = None  # (len(idx),) their total size: a sum of exponentials
     confront: np.ndarray | None = None  # (len(idx),) uniforms: confronted?
     find: np.ndarray | None = None  # (len(idx),) uniforms: an opportunity found?
-    trust: np.ndarray | None = None  # (2, n_d) standard normals: noisy reading of the partner
+    trust: np.ndarray | None = None  # (2, n_d) the evidence noise (evidence_noise)
     ending: np.ndarray | None = None  # (active alliances,) uniforms: does it end?
-    # with draw_step(combine=False): the evidence noise's two parts, uncombined (`trust` is
-    # then the ties' own part); the compiled path combines them in its loop
-    trust_side: np.ndarray | None = None  # (2, n_al) standard normals shared by a side
 
 
-def draw_step(s: State, p, rng, noise: bool, buffers=None, combine: bool = True) -> Draws:
+def draw_step(s: State, p, rng, noise: bool) -> Draws:
     """Every random number of one step, before the step (the sizes are known at its start:
-    people, dyads, active alliances). `buffers` (optional) supplies preallocated float arrays
-    for the normals, filled in place: the numbers are the same as without."""
+    people, dyads, alliances), in bulk and in this order:
+
+    1. the number of differences N ~ Poisson(rate * n_d) over all dyads;
+    2. talk drift: (n_ind, K) standard normals;
+    3. differences: N dyads, each uniform among the n_d, floor(u n_d) for a uniform u (so a
+       dyad's count is Poisson(rate), independently); then, dyad by dyad in row order, one
+       standard exponential per difference, their sum times `size` being the dyad's total
+       size (a Gamma(count, size)); then two uniforms per dyad with a difference, (confront,
+       find) in row order;
+    4. evidence noise (evidence_noise): (n_present, 2) standard normals shared by one side of
+       an alliance, in alliance order, when noise_shared > 0; (2, n_d) of the ties' own when
+       noise_shared < 1 (a part of zero weight is not drawn);
+    5. endings: one uniform per active alliance.
+
+    sim/kernel_numba.draw draws the same numbers in the same order from the same Generator."""
     dr = Draws()
     if not noise:
         return dr
     n_d = len(s.D)
-
-    def normals(shape, key):
-        if buffers is None:
-            return rng.standard_normal(shape)
-        out = buffers(key, shape)
-        rng.standard_normal(out=out)
-        return out
-
+    df = p.differences
+    if df.rate > 0 and n_d:
+        dr.n_diff = int(rng.poisson(df.rate * n_d))
     if p.talk.noise > 0:
-        dr.talk = normals(s.p.shape, "talk")
-    if p.differences.rate > 0:
-        dr.counts = rng.poisson(p.differences.rate, n_d)
-        idx = np.flatnonzero(dr.counts)
-        if len(idx):
-            dr.idx = idx
-            dr.size = (rng.gamma(dr.counts[idx].astype(float), p.differences.size)
-                       if p.differences.size > 0 else np.zeros(len(idx)))
-            u = rng.random(2 * len(idx))  # = rng.random(len(idx)) twice: the same numbers
-            dr.confront, dr.find = u[:len(idx)], u[len(idx):]
-    if p.trust.noise > 0 and combine:
-        dr.trust = evidence_noise(s, p.trust, rng, normals)
-    elif p.trust.noise > 0:  # the same draws, in the same order, left uncombined
-        dr.trust_side = rng.standard_normal((2, s.n_al))
-        dr.trust = normals((2, n_d), "trust")
+        dr.talk = rng.standard_normal(s.p.shape)
+    if dr.n_diff:
+        at = np.minimum((rng.random(dr.n_diff) * n_d).astype(np.int64), n_d - 1)
+        dr.counts = np.bincount(at, minlength=n_d)
+        dr.idx = idx = np.flatnonzero(dr.counts)
+        if df.size > 0:
+            e = rng.standard_exponential(dr.n_diff)
+            c = dr.counts[idx]
+            dr.size = np.add.reduceat(e, np.cumsum(c) - c) * df.size
+        else:
+            dr.size = np.zeros(len(idx))
+        u = rng.random((len(idx), 2))
+        dr.confront, dr.find = u[:, 0], u[:, 1]
+    if p.trust.noise > 0:
+        dr.trust = evidence_noise(s, p.trust, rng)
     n_act = int(np.count_nonzero(s.al_ended < 0))
     if n_act:
         dr.ending = rng.random(n_act)
     return dr
 
 
-def evidence_noise(s: State, t, rng, normals=None) -> np.ndarray:
+def present_rank(s: State) -> tuple[np.ndarray, int]:
+    """Each alliance's rank among those that have ties (-1 for none), and their number."""
+    present = np.bincount(s.d_al, minlength=s.n_al) > 0
+    return np.cumsum(present) - 1, int(present.sum())
+
+
+def evidence_noise(s: State, t, rng) -> np.ndarray:
     """The standard normal part of the noise in the evidence each tie reads this step (2, n_d),
     to be scaled by trust.noise: a part shared by all ties of one side of an alliance (what
     the partner company did this month, seen by all who deal with it) and a part of each tie's
     own: sqrt(rho) z_side + sqrt(1 - rho) z_tie, rho = trust.noise_shared. Drawn in this
-    order: (2, n_al) side draws, then (2, n_d) tie draws."""
+    order: (n_present, 2) side draws (alliances with ties, in order), then (2, n_d) tie draws;
+    a part of weight 0 is not drawn."""
     rho = t.noise_shared
-    side = rng.standard_normal((2, s.n_al))
-    own = normals((2, len(s.D)), "trust") if normals else rng.standard_normal((2, len(s.D)))
-    out = side[:, s.d_al]
-    out *= np.sqrt(rho)
-    own *= np.sqrt(1.0 - rho)
-    out += own
+    n_d = len(s.D)
+    out = np.zeros((2, n_d))
+    if rho > 0:
+        rank, n_present = present_rank(s)
+        side = rng.standard_normal((n_present, 2))
+        out += side[rank[s.d_al]].T
+        out *= np.sqrt(rho)
+    if rho < 1:
+        own = rng.standard_normal((2, n_d))
+        own *= np.sqrt(1.0 - rho)
+        out += own
     return out
 
 
@@ -97,17 +115,25 @@ def sigmoid(x):
     return 0.5 * (1.0 + np.tanh(0.5 * x))  # = 1/(1+e^-x), without overflow warnings
 
 
+_NONE = np.empty(0, np.int64)
+_NONE.flags.writeable = False  # shared by every Events: nothing happened (cannot be filled)
+
+
+def _none() -> np.ndarray:
+    return _NONE
+
+
 @dataclass
 class Events:
     """What happened in one step (indices), for the narration and the counters."""
 
-    avoided: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))  # alliances
-    blamed: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
-    opportunities: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
-    ended: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
-    formed: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
-    to_scarcity: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))  # people
-    to_abundance: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
+    avoided: np.ndarray = field(default_factory=_none)  # alliances
+    blamed: np.ndarray = field(default_factory=_none)
+    opportunities: np.ndarray = field(default_factory=_none)
+    ended: np.ndarray = field(default_factory=_none)
+    formed: np.ndarray = field(default_factory=_none)
+    to_scarcity: np.ndarray = field(default_factory=_none)  # people
+    to_abundance: np.ndarray = field(default_factory=_none)
     value_flow: float = 0.0
 
 

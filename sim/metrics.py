@@ -143,6 +143,14 @@ class SeriesCollector(mesa.DataCollector):
         for k, col in self._series:
             col.append(row[k])
 
+    def collect_rows(self, rows: dict[str, list], times: list[float]) -> None:
+        """Append several steps' rows at once (a compiled batch): rows[key] is one list per
+        series key, times the model time of each."""
+        if hasattr(self, "_collection_steps"):
+            self._collection_steps.extend(times)
+        for k, col in self._series:
+            col.extend(rows[k])
+
 
 def durations(s: State) -> tuple[np.ndarray, np.ndarray]:
     """Every alliance's age at ending, or its age now if still active (censored)."""

@@ -33,6 +33,10 @@ def _flat_key(name: str) -> str:
     return name if name in known_keys() else name.replace("__", ".")
 
 
+def _no_step() -> None:
+    """Mesa's step while the clock catches up with a compiled batch (the work is done)."""
+
+
 class AllianceModel(mesa.Model):
     """An ecosystem of organizations whose people's ties spiral in or out.
 
@@ -170,11 +174,113 @@ class AllianceModel(mesa.Model):
             self.running = False
 
     def run(self, steps: int | None = None, progress=None) -> None:
-        """Run `steps` steps (default: the scenario's). progress: a callable(n) per step."""
-        for _ in range(self.scenario_spec.steps if steps is None else steps):
-            self.step()
+        """Run `steps` steps (default: the scenario's). progress: a callable(n), called with
+        the number of steps just done.
+
+        The same run as calling step() that many times. On the compiled path the steps
+        between scheduled interventions go through one compiled loop (kernel_batch), which
+        writes the same series, trajectories and graph; the last step and every step with
+        an intervention go through step()."""
+        n = self.scenario_spec.steps if steps is None else steps
+        while n > 0:
+            k = self._batchable(n - 1)
+            if k > 0:
+                self._run_batch(k)
+            else:
+                k = 1
+                self.step()
+            n -= k
             if progress is not None:
-                progress(1)
+                progress(k)
+
+    # steps per compiled batch: long enough that the per-batch costs vanish, short enough
+    # that a progress bar moves and a signal (Ctrl-C, SIGTERM: handled between batches) is
+    # seen within a fraction of a second: at most BATCH_TIES tie-updates per batch
+    BATCH = 1000
+    BATCH_TIES = 2_000_000
+
+    def _batchable(self, n: int) -> int:
+        """How many of the next n steps can run as one compiled batch (0: none)."""
+        if (n <= 0 or kernel.NAME != "numba" or getattr(self, "_space", None) is not None
+                or type(self).step is not AllianceModel.step):
+            return 0
+        from . import kernel_batch
+
+        if (not kernel_batch.usable(self.state, metrics.SERIES_KEYS)
+                or not self._only_the_step_is_scheduled()):
+            return 0
+        t = self.state.step
+        most = min(n, self.BATCH, self.BATCH_TIES // max(self.state.T.size, 1))
+        k = 0
+        while k < most and not self._schedule.get(t + k + 1):
+            k += 1
+        return k if k >= 2 else 0
+
+    def _run_batch(self, k: int) -> None:
+        """k steps in one compiled loop, then the model's records as step() would leave them
+        (series rows, trajectories, ecosystem graph, Mesa's clock and step count)."""
+        from . import kernel_batch
+
+        s = self.state
+        t0, n_al0 = s.step, s.n_al
+        raw, tt, oo = kernel_batch.run_steps(s, self.p, self.rng, k, len(self._track))
+        rows = kernel_batch.metrics_rows(raw, s.n_org, s.n_ind)
+        self.datacollector.collect_rows(rows, [float(self.time + j + 1) for j in range(k)])
+        self._traj.extend(zip(tt, oo, strict=True))
+        self._replay_graph(t0, n_al0)
+        last = {key: col[-1] for key, col in rows.items()}
+        last["step"] = s.step
+        self.last_metrics = last
+        self.last_events = kernel.Events(value_flow=last["value_flow"])
+        self._advance_clock(k)
+        if s.step >= self.scenario_spec.steps:
+            self.running = False
+
+    def _only_the_step_is_scheduled(self) -> bool:
+        """Mesa has no event pending but the next step (another event must fire between the
+        steps at its time, so such runs go one step at a time)."""
+        gen = getattr(self, "_default_schedule", None)
+        ev = getattr(gen, "_current_event", None)
+        events = getattr(getattr(self, "_event_list", None), "_events", None)
+        return (ev is not None and events is not None and len(events) == 1
+                and events[0] is ev and ev.time == self.time + 1
+                and gen.schedule.end is None and gen.schedule.count is None)
+
+    def _advance_clock(self, k: int) -> None:
+        """Mesa's clock and step count as k step() calls leave them: the step's next occurrence
+        moves k steps on at once (a batch runs only when the step is Mesa's only event);
+        should Mesa's internals differ, its event loop runs k times with nothing to do."""
+        if self._only_the_step_is_scheduled():
+            gen = self._default_schedule
+            self._event_list.remove(gen._current_event)
+            self.steps += k
+            self.time = self.time + k
+            gen._execution_count += k
+            gen._schedule_next(self.time + 1)
+            return
+        user, self._user_step = self._user_step, _no_step
+        try:
+            self.run_for(k)
+        finally:
+            self._user_step = user
+
+    def _replay_graph(self, t0: int, n_al0: int) -> None:
+        """The ecosystem graph's changes of steps t0+1.., in order: each step's endings, then
+        its formations (as step() applies them)."""
+        s = self.state
+        ended = np.flatnonzero(s.al_ended > t0)
+        new = np.arange(n_al0, s.n_al)
+        if not len(ended) and not len(new):
+            return
+        ev = sorted([(int(s.al_ended[i]), 0, int(i)) for i in ended]
+                    + [(int(s.al_formed[i]), 1, int(i)) for i in new])
+        for _, kind, i in ev:
+            a, b = int(s.al_org[i, 0]), int(s.al_org[i, 1])
+            if kind == 0:
+                if self.graph.has_edge(a, b):
+                    self.graph.remove_edge(a, b)
+            else:
+                self.graph.add_edge(a, b)
 
     def intervene(self, kind: str, target="all", dose: float = 1.0, alliances=None) -> None:
         """Apply an intervention now (the UI's buttons): to organizations `target` ("all" or a

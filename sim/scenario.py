@@ -283,7 +283,19 @@ def _check_text(source: str, dotted: str, value: str) -> str:
 
 
 def _check_value(source: str, dotted: str, spec: Key, value: Any) -> Any:
-    bad = ScenarioError(source, dotted, f"expected {_type_name(spec)}, got {_short(value)}")
+    try:
+        return _checked(spec, value, source, dotted)
+    except _Bad:
+        raise ScenarioError(source, dotted,
+                            f"expected {_type_name(spec)}, got {_short(value)}") from None
+
+
+class _Bad(Exception):
+    """A value of the wrong type or out of range (the message is written by _check_value)."""
+
+
+def _checked(spec: Key, value: Any, source: str = "", dotted: str = "") -> Any:
+    bad = _Bad
     if spec.kind == "bool":
         if not isinstance(value, bool):
             raise bad

@@ -21,6 +21,17 @@ settings.register_profile("ci", max_examples=60, deadline=None, derandomize=True
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
+def pytest_sessionstart(session):
+    """Compile (or load) the compiled path once, before any test: the code is cached on disk,
+    so the `spiral` processes that tests start load it instead of each compiling it."""
+    from sim import kernel
+
+    if kernel.NAME == "numba":
+        from sim import kernel_batch
+
+        kernel_batch.warm_up()
+
+
 def nested(flat: dict) -> dict:
     """{'mindset.abundance_share': 1} -> {'mindset': {'abundance_share': 1}}."""
     out: dict = {}

@@ -27,7 +27,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from sim import cli, outputs
+from sim import cli, kernel, outputs
 from sim.scenario import ScenarioError, check_size, defaults, estimate_bytes, load
 
 from .conftest import ROOT, SCENARIOS
@@ -556,6 +556,27 @@ def test_large_erdos_renyi_is_refused_up_front_or_fast():
 
         g = make_graph(SimpleNamespace(**v["ecosystem"]), 1)
         assert g.number_of_nodes() == 200_000 and time.perf_counter() - t0 < 60
+
+
+@pytest.mark.slow
+@pytest.mark.skipif("numba" not in kernel.available(), reason="numba not importable")
+def test_sigterm_during_a_first_compile_ends_the_run(tmp_path):
+    """A fresh install's first run compiles the step (about a minute): SIGTERM then ends it at
+    once (exit 130, no traceback, the temporary folder removed), not after the compile."""
+    out = tmp_path / "o"
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path.parent / f"{tmp_path.name}-cache")}
+    p = subprocess.Popen([SPIRAL, "run", str(SCENARIOS / "baseline.toml"), "--quiet",
+                          "--out", str(out)], stdout=subprocess.DEVNULL,
+                         stderr=subprocess.PIPE, env=env)
+    deadline = time.time() + 60
+    while time.time() < deadline and not any(tmp_path.iterdir()):
+        time.sleep(0.1)
+    time.sleep(3)  # well inside the compile
+    t = time.time()
+    p.send_signal(signal.SIGTERM)
+    err = p.stderr.read().decode()
+    assert p.wait(timeout=60) == 130 and "Traceback" not in err, err
+    assert time.time() - t < 15 and list(tmp_path.iterdir()) == []
 
 
 def test_sigterm_and_huge_numbers(tmp_path, capsys):

@@ -77,6 +77,9 @@ SCENARIOS = {
     "busy_ecosystem": {"ecosystem": {"graph": "erdos_renyi", "mean_degree": 6},
                        "formation": {"rate": 2.0}, "patience": {"end_rate": 0.6, "horizon": 6},
                        "initial": {"trust": 0.3}},
+    # the evidence noise's parts: own only, both (each drawn only when its weight is not 0)
+    "noise_own_only": {"trust": {"noise_shared": 0.0}, "formation": {"rate": 1.0}},
+    "noise_mixed": {"trust": {"noise_shared": 0.5}, "differences": {"rate": 0.8}},
     "interventions": {
         "negotiation": {"interests": True, "empathy": True},
         "interventions": [
@@ -214,3 +217,125 @@ def test_formation_falls_back_when_the_state_has_arrays_it_does_not_know(monkeyp
     assert fast.state.n_al > 25 + 30  # alliances were formed
     assert_same_state(fast.state, again.state)
     assert_same_state(slow.state, again.state)
+
+
+# A run through compiled batches (AllianceModel.run on the compiled path) is the same run as
+# step() called that many times: identical arrays, series, trajectories, graph and clock.
+def assert_same_run(a, b):
+    for name in ARRAYS:
+        x, y = getattr(a.state, name), getattr(b.state, name)
+        assert x.shape == y.shape and np.array_equal(x, y), name
+    import pandas as pd
+
+    pd.testing.assert_frame_equal(a.timeseries(), b.timeseries())
+    assert sorted(a.graph.edges()) == sorted(b.graph.edges())
+    assert (a.steps, a.time, a.running) == (b.steps, b.time, b.running)
+    ta, tb = a.trajectories(), b.trajectories()
+    assert ta.keys() == tb.keys()
+    for k in ta:
+        assert np.array_equal(ta[k][0], tb[k][0]) and np.array_equal(ta[k][1], tb[k][1])
+    sa, sb = a.summary(), b.summary()
+    sa.pop("provenance"), sb.pop("provenance")
+    assert sa == sb
+    assert a.last_metrics == b.last_metrics
+
+
+BATCH_SCENARIOS = {**SCENARIOS, "baseline_file": None}
+
+
+@numba_only
+@pytest.mark.parametrize("noise", [False, True], ids=["noise_off", "noise_on"])
+@pytest.mark.parametrize("name", list(BATCH_SCENARIOS))
+def test_batched_run_is_the_stepped_run(name, noise):
+    over = BATCH_SCENARIOS[name]
+    kw = {}
+    if over is None:
+        values = str(ROOT / "scenarios" / "baseline.toml")
+        kw = {"noise.enabled": noise}
+    else:
+        values = scenario(over, noise, 80)
+    with path("numba"):
+        a = AllianceModel(copy.deepcopy(values), seed=7, **kw)
+        a.run()
+        b = AllianceModel(copy.deepcopy(values), seed=7, **kw)
+        for _ in range(b.scenario_spec.steps):
+            b.step()
+    assert_same_run(a, b)
+    assert a.state.n_al > 0
+
+
+@numba_only
+def test_batched_run_when_formations_outgrow_the_room(monkeypatch):
+    """No spare room: every formation stops the compiled loop and is done by Python."""
+    from sim import kernel_batch, kernel_numba
+
+    monkeypatch.setattr(kernel_batch, "spare_alliances", lambda rate, n: 0)
+    monkeypatch.setattr(kernel_batch, "capacity", lambda n: n)
+    by_python = []
+    form = kernel_numba.form_alliances
+
+    def counted(*args, **kw):
+        by_python.append(kw.get("n_new"))
+        return form(*args, **kw)
+
+    monkeypatch.setattr(kernel_numba, "form_alliances", counted)
+    values = scenario(SCENARIOS["busy_ecosystem"], True, 60)
+    with path("numba"):
+        a = AllianceModel(copy.deepcopy(values), seed=3)
+        a.run(25)
+        a.run(35)  # and a second run() continues the same run
+        b = AllianceModel(copy.deepcopy(values), seed=3)
+        for _ in range(60):
+            b.step()
+    assert_same_run(a, b)
+    pending = [n for n in by_python if n is not None]  # (step() draws its own n_new)
+    assert len(pending) >= 2  # the batch stopped and Python formed and grew the buffers
+    assert a.state.n_al > len(a.state.al_formed[a.state.al_formed == 0]) + 20  # many formed
+
+
+@numba_only
+def test_batched_run_keeps_other_mesa_events_at_their_time():
+    """An event scheduled through Mesa during a run still fires at its time (then the clock
+    is advanced by Mesa's own loop)."""
+    fired = []
+
+    class Noting(AllianceModel):
+        def note(self):
+            fired.append((self.time, self.state.step))
+
+    with path("numba"):
+        runs = []
+        for batched in (True, False):
+            m = Noting(scenario({}, True, 40), seed=2)
+            m.schedule_event(m.note, at=17)
+            if batched:
+                m.run()
+            else:
+                for _ in range(40):
+                    m.step()
+            runs.append(m)
+        assert fired[0] == fired[1] and fired[0][0] == 17  # the same moment of the run
+        assert_same_run(*runs)
+        runs[0].step()
+        assert runs[0].steps == runs[0].state.step == 41
+
+
+@numba_only
+def test_progress_counts_every_step():
+    done = []
+    with path("numba"):
+        m = AllianceModel(scenario({}, True, 130), seed=1)
+        m.run(progress=done.append)
+    assert sum(done) == 130 and max(done) <= m.BATCH and m.state.step == 130
+
+
+@numba_only
+def test_batch_writes_every_series_key_and_steps_when_a_key_is_new(monkeypatch):
+    from sim import kernel_batch, metrics
+
+    assert kernel_batch.SERIES == set(metrics.SERIES_KEYS)
+    raw = np.zeros((3, kernel_batch.N_RAW))
+    assert set(kernel_batch.metrics_rows(raw, 5, 7)) == kernel_batch.SERIES
+    m = AllianceModel(scenario({}, True, 10), seed=1)
+    monkeypatch.setattr(metrics, "SERIES_KEYS", metrics.SERIES_KEYS + ("a_new_metric",))
+    assert m._batchable(9) == 0

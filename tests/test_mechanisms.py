@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy import stats
 
 from sim import dyad, kernel
 from sim.metrics import durations, hazard_by_age
@@ -260,7 +261,23 @@ def test_L2_on_other_graphs(over):
 
 @pytest.mark.slow
 def test_L5_survival_rises_with_patience():
-    horizons = [6, 24, 96]
-    km = [np.mean([m.summary()["failure_rate_km"] for m in baseline_runs(
-        range(1, 5), {"patience.horizon": h})]) for h in horizons]
-    assert km[0] > km[1] > km[2], km
+    """Failure by ten years (Kaplan-Meier) falls with the patience horizon H, by a regression
+    on log H over five horizons and 12 seeds each (the same seeds: common random numbers);
+    the effect saturates beyond a few years, so a strict order of two long horizons on a few
+    seeds would be a coin toss. The mechanism: patience delays the ending (dissatisfaction
+    builds over H), so alliances end older and fewer of them end."""
+    horizons = np.array([6, 12, 24, 48, 96])
+    km, age, ends = [], [], []
+    for h in horizons:
+        runs = baseline_runs(range(1, 13), {"patience.horizon": int(h)})
+        km.append([m.summary()["failure_rate_km"] for m in runs])
+        d, e = pooled_ages(runs)
+        age.append(np.median(d[e]))
+        ends.append(int(e.sum()))
+    km = np.array(km)  # (horizon, seed)
+    x = np.repeat(np.log(horizons), km.shape[1])
+    fit = stats.linregress(x, km.ravel())
+    assert fit.slope + 2 * fit.stderr < 0, (fit, km.mean(axis=1))
+    assert km[0].mean() > km[2].mean(), km.mean(axis=1)
+    assert np.all(np.diff(age) > 0) and age[-1] > 2.5 * age[0], age  # they end later ...
+    assert ends[-1] < ends[0], ends  # ... and fewer of them end

@@ -140,7 +140,8 @@ def test_story_reveals_are_written_from_the_run_numbers(title):
         assert f"{m['trust']:.2f}" in rev and f"{m['openness']:.2f}" in rev
         assert rev.startswith(f"You predicted: {vw.story['options'][0]}.")
         ch = STORIES[title].chapters[n]
-        assert ("Takeaway" in rev) == ch.check(s._before, m)  # shown only when the run shows it
+        judged = s._after_action if ch.check_at_once else m  # (at once: right after the action)
+        assert ("Takeaway" in rev) == ch.check(s._before, judged)  # shown only when it showed
         s.next_chapter()
         n += 1
     assert n == len(STORIES[title].chapters)

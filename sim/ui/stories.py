@@ -51,7 +51,7 @@ STORIES: dict[str, Story] = {}
 STORIES["The spiral out"] = Story(
     "The spiral out", "dyad.toml",
     {"noise.enabled": True, "mindset.abundance_share": 0.0, "initial.trust": 0.7,
-     "initial.openness": 0.7, "differences.rate": 0.4, "seed": 1, "formation.rate": 0},
+     "initial.openness": 0.7, "differences.rate": 0.4, "seed": 12, "formation.rate": 0},
     "Two companies, one alliance, starting on good terms (trust and openness 0.7); both think "
     "'fear & me'.",
     (
@@ -112,7 +112,7 @@ _SIX = (
 )
 
 STORIES["The turnaround"] = Story(
-    "The turnaround", "turnaround_left_alone.toml", {"seed": 2},
+    "The turnaround", "turnaround_left_alone.toml", {"seed": 1},
     "A suspicious alliance that has spiraled out, and the six steps of the practice, one by one.",
     (
         Chapter("Spiraled out", "This alliance started suspicious: trust and openness low.",
