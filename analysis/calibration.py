@@ -906,7 +906,7 @@ def _toml_value(v) -> str:
 def calibrated_toml(base: Scenario, point: dict, intervals: dict, targets_path: str) -> str:
     """A self-contained scenario: every resolved value, the calibrated ones marked."""
     vals = base.with_overrides(list(point.items()), "calibration").values
-    lines = ["# calibrated.toml: the scenario with its free parameters at the posterior median",
+    lines = ["# calibrated.toml: the scenario with its free parameters at the calibrated point",
              f"# of `spiral calibrate {targets_path}` (see calibration.json next to the",
              "# calibration's outputs; docs/calibration.md). Every key is written out.", ""]
     top = {k: v for k, v in vals.items() if k in SCHEMA[""]}
@@ -929,32 +929,6 @@ def calibrated_toml(base: Scenario, point: dict, intervals: dict, targets_path: 
     for item in vals["interventions"]:
         lines += ["", "[[interventions]]"]
         lines += [f"{k} = {_toml_value(v)}" for k, v in item.items()]
-    return "\n".join(lines) + "\n"
-
-
-def calibrated_overlay(point: dict, intervals: dict, extends: str, targets_path: str,
-                       description: str) -> str:
-    """A scenario that extends `extends` and sets only the calibrated keys (what
-    scenarios/calibrated.toml is: story files extend a base)."""
-    lines = ["# calibrated.toml: the baseline with its free parameters at the ABC-SMC posterior",
-             f"# median of `spiral calibrate {targets_path}` (docs/calibration.md). Each",
-             "# calibrated key carries its posterior 90% interval.",
-             "#",
-             "# Expected outcome: the patterns of the targets file (failure by ten years, hazard",
-             "# by age, alliance-function gain, trust asymmetry, prior ties) within their",
-             "# published intervals; docs/calibration.md gives the posterior predictive check.",
-             "",
-             f"extends = {_toml_value(extends)}  # the baseline, with only these keys changed",
-             'name = "calibrated"  # short name; results go to runs/<name>-<seed>/',
-             f"description = {_toml_value(description)}  # what this scenario shows"]
-    by_section: dict[str, list[str]] = {}
-    for key, v in point.items():
-        section, k = key.split(".", 1)
-        lo, hi = intervals[key]
-        by_section.setdefault(section, []).append(
-            f"{k} = {_toml_value(v)}  # posterior 90% interval [{lo:.4g}, {hi:.4g}]")
-    for section, rows in by_section.items():
-        lines += ["", f"[{section}]", *rows]
     return "\n".join(lines) + "\n"
 
 
