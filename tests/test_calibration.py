@@ -170,7 +170,7 @@ def test_shipped_targets_file_is_complete():
 
 
 def test_trust_asymmetry_statistic_is_the_rate_ratio():
-    p = from_dict({}).params()
+    p = from_dict({"trust": {"erode_rate": 0.3}}).params()
     assert stat_trust_asymmetry(type("R", (), {"params": p})()) == pytest.approx(3.0, rel=0.02)
     q = from_dict({"trust": {"erode_rate": 0.2}}).params()
     assert stat_trust_asymmetry(type("R", (), {"params": q})()) == pytest.approx(2.0, rel=0.02)
