@@ -13,9 +13,11 @@ Two paths compute the same step:
   accumulated in the loop and no per-step allocations of tie-sized arrays. It is the default
   when numba is importable; compiled once and cached on disk.
 
-Both draw their random numbers from the model's numpy Generator in one place
-(`kernel_numpy.draw_step`: in bulk, in a fixed order), so the path does not change a run beyond
-floating-point rounding (tests/test_kernel_paths.py: 1e-9 on every array, noise on and off).
+Both draw their random numbers from the model's numpy Generator in the same fixed order
+(`kernel_numpy.draw_step` in bulk; `kernel_numba.draw` the same numbers one by one), so the
+path does not change a run beyond floating-point rounding (tests/test_kernel_paths.py: 1e-9 on
+every array, noise on and off). Headless runs on the compiled path go through
+sim/kernel_batch.py (many steps per call, identical to stepping).
 
 The path: environment variable SPIRAL_KERNEL=numba|numpy at import, or `use("numpy")`.
 `NAME` is the path in use.

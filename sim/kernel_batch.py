@@ -46,14 +46,6 @@ from .state import State, initial_trust
 _DYAD_FIELDS = ("d_al", "d_ind", "T", "O", "D", "v")
 
 
-SERIES = frozenset((
-    "mean_trust", "mean_openness", "mean_trust_active", "share_spiral_in", "share_spiral_out",
-    "share_undecided", "value_created", "value_perceived", "value_flow", "alliances_active",
-    "alliances_formed", "alliances_ended", "mean_abundance", "share_abundance_mindset",
-    "mean_tension", "mean_divergence", "blames", "opportunities", "trusting_component",
-    "to_scarcity", "to_abundance", "mean_dissatisfaction"))  # what metrics_rows writes
-
-
 def usable(s: State, series_keys) -> bool:
     """The loop knows every array of this state and writes every series key (else: one step
     at a time)."""
@@ -313,6 +305,9 @@ def metrics_rows(raw: np.ndarray, n_org: int, n_ind: int) -> dict[str, list]:
         "to_abundance": ints[:, 5].tolist(),
         "mean_dissatisfaction": ratio(raw[:, R_SU], 2 * act),
     }
+
+
+SERIES = frozenset(metrics_rows(np.zeros((0, N_RAW)), 1, 1))  # what metrics_rows writes
 
 
 def spare_alliances(rate: float, n_steps: int) -> int:

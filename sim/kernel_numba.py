@@ -13,8 +13,10 @@ functions of the same names, one loop over the ties per group of phases.
 
 Every equation is the numpy path's, in the same order of operations; only the summation order
 of the per-person and per-alliance sums differs (rounding, ~1e-16). The random numbers are
-kernel_numpy.draw_step's, drawn before the step. Formation (a handful of alliances per step,
-preferential choices in Python) and the set-up are shared with the numpy path.
+kernel_numpy.draw_step's: `draw` takes the same numbers in the same order from the same numpy
+Generator (numba's Generator support reproduces numpy's algorithms). Formation (a handful of
+alliances per step, the partner choices compiled, the draws in the numpy path's order) and the
+set-up follow the numpy path; sim/kernel_batch.py runs many of these steps in one call.
 
 Compiled once with cache=True: the machine code is stored next to this file (__pycache__) or,
 when that folder is not writable, in numba's user cache, so a new process only loads it.
