@@ -206,8 +206,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--no-numpy", action="store_true", help="skip the numpy path's timings")
     b.add_argument("--no-baseline", action="store_true", help="skip the baseline-size runs/s")
     b.add_argument("--no-sweep", action="store_true", help="skip the sweep throughput")
-    b.add_argument("--sweep-runs", type=int, default=100,
-                   help="runs per sweep throughput measurement (default 100)")
+    b.add_argument("--sweep-runs", type=int, default=1000,
+                   help="runs per sweep throughput measurement (default 1000: enough to spread "
+                        "the 2-worker pool's start-up)")
     b.add_argument("--sweep", action="store_true",
                    help="benchmark sweeps instead: runs/s with 1 and 2 workers, parent memory")
     b.add_argument("--ui", action="store_true",

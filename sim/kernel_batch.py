@@ -22,8 +22,10 @@ from numba import njit
 from . import kernel_numba as kn
 from .kernel_numba import (
     _AL_FIELDS,
+    _DYAD_FIELDS,
     _KNOWN_FIELDS,
     _TIE_ROWS,
+    BLOCK,
     N_AF,
     N_AI,
     N_PF,
@@ -43,7 +45,6 @@ from .state import State, initial_trust
 # A raw metrics row: kernel_numba._series's 15 numbers, then the sizes and the step's events.
 (R_IN, R_OUT, R_UND, R_END, R_ST, R_SO, R_STA, R_SU, R_VAL, R_PER, R_SA, R_SM, R_SD, R_SDIV,
  R_BIG, R_NAL, R_ND, R_FLOW, R_BLAMED, R_OPP, R_TO_S, R_TO_A, N_RAW) = range(23)
-_DYAD_FIELDS = ("d_al", "d_ind", "T", "O", "D", "v")
 
 
 def usable(s: State, series_keys) -> bool:
@@ -164,7 +165,11 @@ def _loop(P, split, rng, n_steps, step, noise, diff_rate, size_unit, has_talk, h
     z_talk = np.empty((n_ind, K) if has_talk else (0, 0))
     counts = np.empty(cap_d, np.int32)
     dbuf = np.empty((3, 64))
-    z_own = np.empty((2, cap_d) if r_own > 0.0 else (0, 0))
+    own = 1 if r_own > 0.0 else 0
+    z_own = np.empty((2, cap_d * own))
+    blk = np.empty((2, BLOCK))
+    ev_al = np.empty((4, cap_al), np.int32)
+    ev_ind = np.empty((2, n_ind), np.int32)
     z_side = np.empty((cap_al, 2) if r_side > 0.0 else (0, 0))
     rank = np.empty(cap_al if r_side > 0.0 else 0, np.int64)
     u_end = np.empty(cap_al if noise else 0)
@@ -191,14 +196,15 @@ def _loop(P, split, rng, n_steps, step, noise, diff_rate, size_unit, has_talk, h
         flow, n_end, kept, n_avoid, n_blamed, n_opp, n_to_s, n_to_a = ties_step(
             P, step, split, rng, n_diff, has_talk, z_talk, counts[:n_d], size_unit,
             dbuf[0, :mm], dbuf[1, :mm], dbuf[2, :mm], has_tz,
-            z_own[:, :n_d], z_side[:n_al], rank[:n_al], r_side,
-            r_own, noise, u_end[:n_al], d_al[:n_d], d_ind[:, :n_d],
-            T[:, :n_d], O[:, :n_d], D[:n_d], v[:n_d], m, a, pp, org, culture, horizon,
+            z_own[0, :n_d * own], z_own[1, :n_d * own], z_side[:n_al], rank[:n_al], r_side,
+            r_own, noise, u_end[:n_al], d_al[:n_d], d_ind[0, :n_d], d_ind[1, :n_d],
+            T[0, :n_d], T[1, :n_d], O[0, :n_d], O[1, :n_d], D[:n_d], v[:n_d], m, a, pp, org,
+            culture, horizon,
             al_org[:n_al], al_ended[:n_al], al_blames[:n_al], al_opps[:n_al], al_value[:n_al],
             al_perceived[:n_al], al_unsat[:n_al], al_grievance[:n_al], al_regime[:n_al],
             al_trust[:n_al], al_open[:n_al], al_tension[:n_al], al_level[:n_al],
             al_hist[:n_al], ind_to_scarcity, ind_to_abundance, pf, pi, move, af[:n_al],
-            ai[:n_al], of)
+            ai[:n_al], of, blk, ev_al, ev_ind)
         n_d = kept
         row = raw[t]
         row[R_FLOW] = flow

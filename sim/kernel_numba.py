@@ -24,8 +24,12 @@ when that folder is not writable, in numba's user cache, so a new process only l
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
-from numba import njit
+from llvmlite import ir
+from numba import njit, types
+from numba.extending import intrinsic
 
 from . import kernel_numpy as knp
 from .state import (
@@ -86,16 +90,70 @@ def pack(p) -> np.ndarray:
 
 @njit(cache=True, error_model="numpy", inline="always")
 def sigmoid(z):
-    """The logistic 1/(1+e^-z): the function of kernel_numpy.sigmoid_, which computes it as
-    (1 + tanh(z/2))/2; the two differ only by rounding (~1e-16), and exp costs a third of tanh.
-    No overflow trouble: e^-z = inf gives 0."""
+    """The logistic 1/(1+e^-z) of one number (the function of kernel_numpy.sigmoid_, which
+    computes it as (1 + tanh(z/2))/2; the two differ only by rounding, ~1e-16)."""
     return 1.0 / (1.0 + np.exp(-z))
+
+
+# The tie loops' logistic, vectorized: np.exp is a scalar libm call (4-5 ns) that keeps the
+# loop from using SIMD; in plain arithmetic over a small buffer LLVM vectorizes it (~1 ns).
+BLOCK = 512  # dyads per block: the buffers of the block's logistic inputs stay in L1
+LOG2E = 1.4426950408889634
+LN2_HI = 0.693145751953125  # ln 2 split in two (Cody-Waite): n * LN2_HI is exact
+LN2_LO = 1.42860682030941723212e-6
+(E2, E3, E4, E5, E6, E7, E8, E9, E10, E11, E12, E13) = (1.0 / math.factorial(i)
+                                                        for i in range(2, 14))
+
+
+@intrinsic
+def _as_float(typingctx, bits):
+    """The float64 whose bit pattern is the int64 `bits` (2^n from its exponent field)."""
+    if not isinstance(bits, types.Integer):
+        return None
+
+    def codegen(context, builder, sig, args):
+        return builder.bitcast(args[0], ir.DoubleType())
+
+    return types.float64(types.int64), codegen
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def exp_(x):
+    """e^x within 2.3e-16 (relative) for |x| <= 700, clamped beyond (where the logistic is 0
+    or 1 to within 1e-304): x = n ln2 + r with |r| <= ln2/2, e^r by its Taylor polynomial of
+    degree 13 (remainder < 4e-18), times 2^n built from its bits."""
+    x = min(max(x, -700.0), 700.0)
+    n = np.floor(x * LOG2E + 0.5)
+    r = x - n * LN2_HI
+    r = r - n * LN2_LO
+    q = E13
+    q = q * r + E12
+    q = q * r + E11
+    q = q * r + E10
+    q = q * r + E9
+    q = q * r + E8
+    q = q * r + E7
+    q = q * r + E6
+    q = q * r + E5
+    q = q * r + E4
+    q = q * r + E3
+    q = q * r + E2
+    q = q * r + 1.0
+    q = q * r + 1.0
+    return q * _as_float((np.int64(n) + 1023) << 52)
+
+
+@njit(cache=True, error_model="numpy", fastmath={"contract", "nsz"})
+def logistic_block(z, n):
+    """z[:n] <- 1/(1+e^-z[:n]), in one SIMD loop (differs from `sigmoid` by <= 2.3e-16)."""
+    for i in range(n):
+        z[i] = 1.0 / (1.0 + exp_(-z[i]))
 
 
 # Random numbers ---------------------------------------------------------------------------------
 @njit(cache=True, error_model="numpy")
 def draw(rng, n_diff, has_talk, z_talk, d_al, counts, size_unit, size, u_confront, u_find,
-         has_tz, use_side, use_own, rank, z_side, z_own, has_end, al_ended, u_end):
+         has_tz, use_side, use_own, rank, z_side, z_own0, z_own1, has_end, al_ended, u_end):
     """kernel_numpy.draw_step's numbers (after its first, n_diff), drawn from the same numpy
     Generator in the same order into the work arrays: talk drift; the differences' dyads,
     sizes and (confront, find) uniforms; the evidence noise (side, then own); the endings.
@@ -138,9 +196,10 @@ def draw(rng, n_diff, has_talk, z_talk, d_al, counts, size_unit, size, u_confron
                     z_side[r, 1] = rng.standard_normal()
                     r += 1
         if use_own:
-            for side in range(2):
-                for k in range(n_d):
-                    z_own[side, k] = rng.standard_normal()
+            for k in range(n_d):
+                z_own0[k] = rng.standard_normal()
+            for k in range(n_d):
+                z_own1[k] = rng.standard_normal()
     if has_end:
         j = 0
         for al in range(len(al_ended)):
@@ -185,16 +244,18 @@ def talk(P, pp, i0, i1, O0, O1, has_z, z, deg, move, sumx):
 
 # 2.-5., 3. Differences, blame, the pie and trust ----------------------------------------------
 @njit(cache=True, error_model="numpy", fastmath=FAST)
-def differences_blame_value_trust(P, has_diff, counts, size, u_confront, u_find, has_z, z,
-                                  z_side, rank, r_side, r_own,
+def differences_blame_value_trust(P, has_diff, counts, size, u_confront, u_find, has_z,
+                                  z_own0, z_own1, z_side, rank, r_side, r_own,
                                   d_al, i0, i1, T0, T1, O0, O1, D, v, m, pp,
                                   al_blames, al_opps, cnt, created, perc, quar, lev,
-                                  f_avoid, f_blame, f_opp, blame_n, opp_n):
+                                  f_avoid, f_blame, f_opp, blame_n, opp_n, blk):
     """Per dyad, in the numpy path's order: a difference is confronted (tension cleared, an
     opportunity with chance trust) or avoided (tension grows); tension past blame_level blows
     up (trust x (1 - blame_cost)^n); value created and perceived; then both trust updates
     T += r (S(k_T e) - T). Sums per alliance (dyads, value, quarrels, perceived levels) and per
-    person (quarrels, opportunities) are accumulated here."""
+    person (quarrels, opportunities) are accumulated here. The dyads go in blocks of BLOCK:
+    the trust evidence of a block is gathered into blk, its logistic taken in one SIMD pass,
+    then the updates applied."""
     # the parameters as locals (kept in registers across the loop)
     p_blame_cost = P[BLAME_COST]
     p_blame_level = P[BLAME_LEVEL]
@@ -226,101 +287,110 @@ def differences_blame_value_trust(P, has_diff, counts, size, u_confront, u_find,
     bl, cost = p_blame_level, p_blame_cost
     interests = p_interests > 0.0
     j = 0  # position among the dyads with a difference this step
-    for k in range(len(d_al)):
-        al, a, b = d_al[k], i0[k], i1[k]
-        ma, mb = m[a], m[b]
-        x = O0[k] * O1[k]  # mutual exchange, from last step's openness
-        cnt[al] += 1
-        found = False
-        # 2. differences
-        if has_diff and counts[k] > 0:
-            ca = p_confront_a if ma else p_confront_s
-            cb = p_confront_a if mb else p_confront_s
-            closed = 1.0 - p_open_talk * x
-            q = 1.0 - (1.0 - ca) * closed * (1.0 - cb) * closed
-            if u_confront[j] < q:
-                chance = 0.5 * (T0[k] + T1[k])
-                found = u_find[j] < chance
+    n_d = len(d_al)
+    z0, z1 = blk[0], blk[1]
+    for k0 in range(0, n_d, BLOCK):
+        nb = min(BLOCK, n_d - k0)
+        for k in range(k0, k0 + nb):
+            al, a, b = d_al[k], i0[k], i1[k]
+            ma, mb = m[a], m[b]
+            x = O0[k] * O1[k]  # mutual exchange, from last step's openness
+            cnt[al] += 1
+            found = False
+            # 2. differences
+            if has_diff and counts[k] > 0:
+                ca = p_confront_a if ma else p_confront_s
+                cb = p_confront_a if mb else p_confront_s
+                closed = 1.0 - p_open_talk * x
+                q = 1.0 - (1.0 - ca) * closed * (1.0 - cb) * closed
+                if u_confront[j] < q:
+                    chance = 0.5 * (T0[k] + T1[k])
+                    found = u_find[j] < chance
+                    D[k] = 0.0
+                else:
+                    D[k] += size[j]
+                    f_avoid[al] = 1
+                j += 1
+                if found:
+                    f_opp[al] = 1
+                    opp_n[a] += 1.0
+                    opp_n[b] += 1.0
+                    if p_opp_trust > 0.0:
+                        T0[k] += p_opp_trust * (1.0 - T0[k])
+                        T1[k] += p_opp_trust * (1.0 - T1[k])
+            # blame
+            if D[k] > bl:
+                n = min(np.floor(D[k] / bl), MAXQ)
+                f = (1.0 - cost) ** n
+                T0[k] *= f
+                T1[k] *= f
                 D[k] = 0.0
-            else:
-                D[k] += size[j]
-                f_avoid[al] = 1
-            j += 1
+                f_blame[al] = 1
+                al_blames[al] += np.int64(n)
+                quar[al] = max(quar[al], n)  # the most quarrels on any of its dyads
+                blame_n[a] += n
+                blame_n[b] += n
+            # 5. the pie: value created, claims, perceived value
+            flow = p_exchange * x
             if found:
-                f_opp[al] = 1
-                opp_n[a] += 1.0
-                opp_n[b] += 1.0
-                if p_opp_trust > 0.0:
-                    T0[k] += p_opp_trust * (1.0 - T0[k])
-                    T1[k] += p_opp_trust * (1.0 - T1[k])
-        # blame
-        if D[k] > bl:
-            n = min(np.floor(D[k] / bl), MAXQ)
-            f = (1.0 - cost) ** n
-            T0[k] *= f
-            T1[k] *= f
-            D[k] = 0.0
-            f_blame[al] = 1
-            al_blames[al] += np.int64(n)
-            quar[al] = max(quar[al], n)  # the most quarrels on any of its dyads
-            blame_n[a] += n
-            blame_n[b] += n
-        # 5. the pie: value created, claims, perceived value
-        flow = p_exchange * x
-        if found:
-            flow += p_opportunity
-            al_opps[al] += 1
-        vk = v[k] * p_memory + flow
-        v[k] = vk
-        if interests:
-            c0 = 0.5
-            c1 = 0.5
-        else:
-            c0 = 0.5 if ma else p_claim_s
-            c1 = 0.5 if mb else p_claim_s
-        total = c0 + c1
-        den = max(1.0, total)
-        s0 = c0 / den * (1.0 if ma else p_revenue_share)
-        s1 = c1 / den * (1.0 if mb else p_revenue_share)
-        created[al] += flow
-        perc[al] += (s0 + s1) * flow
-        pv0 = s0 * (2.0 * vk)
-        pv1 = s1 * (2.0 * vk)
-        lev[al, 0] += pv0
-        lev[al, 1] += pv1
-        over = max(total - 1.0, 0.0)
-        # 3. trust, from the partner's (last step's) openness
-        dsum = 0.0
-        for kk in range(K):
-            dsum += abs(pp[a, kk] - pp[b, kk])
-        d = dsum / K
-        common = p_w_div * (d - p_div_ref)
-        common += p_w_tension * D[k]
-        common += p_w_dispute * over
-        e0 = (pv0 - p_value_ref) * p_w_value
-        e0 += p_w_open * (O1[k] - p_open_ref)
-        e0 -= common
-        e0 += p_tbias_a if ma else p_tbias_s
-        e1 = (pv1 - p_value_ref) * p_w_value
-        e1 += p_w_open * (O0[k] - p_open_ref)
-        e1 -= common
-        e1 += p_tbias_a if mb else p_tbias_s
-        if has_z:
-            # evidence noise: sqrt(rho) z_side + sqrt(1 - rho) z_tie (kernel_numpy.evidence_noise)
-            n0 = n1 = 0.0
-            if r_side > 0.0:
-                rk = rank[al]
-                n0 = z_side[rk, 0] * r_side
-                n1 = z_side[rk, 1] * r_side
-            if r_own > 0.0:
-                n0 += z[0, k] * r_own
-                n1 += z[1, k] * r_own
-            e0 += p_trust_noise * n0
-            e1 += p_trust_noise * n1
-        e0 = sigmoid(e0 * p_t_steep) - T0[k]
-        e1 = sigmoid(e1 * p_t_steep) - T1[k]
-        T0[k] += e0 * (p_t_rate if e0 > 0.0 else p_t_erode)
-        T1[k] += e1 * (p_t_rate if e1 > 0.0 else p_t_erode)
+                flow += p_opportunity
+                al_opps[al] += 1
+            vk = v[k] * p_memory + flow
+            v[k] = vk
+            if interests:
+                c0 = 0.5
+                c1 = 0.5
+            else:
+                c0 = 0.5 if ma else p_claim_s
+                c1 = 0.5 if mb else p_claim_s
+            total = c0 + c1
+            den = max(1.0, total)
+            s0 = c0 / den * (1.0 if ma else p_revenue_share)
+            s1 = c1 / den * (1.0 if mb else p_revenue_share)
+            created[al] += flow
+            perc[al] += (s0 + s1) * flow
+            pv0 = s0 * (2.0 * vk)
+            pv1 = s1 * (2.0 * vk)
+            lev[al, 0] += pv0
+            lev[al, 1] += pv1
+            over = max(total - 1.0, 0.0)
+            # 3. trust, from the partner's (last step's) openness
+            dsum = 0.0
+            for kk in range(K):
+                dsum += abs(pp[a, kk] - pp[b, kk])
+            d = dsum / K
+            common = p_w_div * (d - p_div_ref)
+            common += p_w_tension * D[k]
+            common += p_w_dispute * over
+            e0 = (pv0 - p_value_ref) * p_w_value
+            e0 += p_w_open * (O1[k] - p_open_ref)
+            e0 -= common
+            e0 += p_tbias_a if ma else p_tbias_s
+            e1 = (pv1 - p_value_ref) * p_w_value
+            e1 += p_w_open * (O0[k] - p_open_ref)
+            e1 -= common
+            e1 += p_tbias_a if mb else p_tbias_s
+            if has_z:
+                # evidence noise: sqrt(rho) z_side + sqrt(1 - rho) z_tie (kernel_numpy.evidence_noise)
+                n0 = n1 = 0.0
+                if r_side > 0.0:
+                    rk = rank[al]
+                    n0 = z_side[rk, 0] * r_side
+                    n1 = z_side[rk, 1] * r_side
+                if r_own > 0.0:
+                    n0 += z_own0[k] * r_own
+                    n1 += z_own1[k] * r_own
+                e0 += p_trust_noise * n0
+                e1 += p_trust_noise * n1
+            z0[k - k0] = e0 * p_t_steep
+            z1[k - k0] = e1 * p_t_steep
+        logistic_block(z0, nb)
+        logistic_block(z1, nb)
+        for k in range(k0, k0 + nb):
+            e0 = z0[k - k0] - T0[k]
+            e1 = z1[k - k0] - T1[k]
+            T0[k] += e0 * (p_t_rate if e0 > 0.0 else p_t_erode)
+            T1[k] += e1 * (p_t_rate if e1 > 0.0 else p_t_erode)
 
 
 # 6. Patience -----------------------------------------------------------------------------------
@@ -372,7 +442,7 @@ def patience(P, step, al_ended, al_org, horizon, cnt, quar, lev, created, perc, 
 def openness_mindset(P, d_al, i0, i1, T0, T1, O0, O1, D, v, m, a, pp, org, culture,
                      al_unsat, cnt, gone, n_end, al_trust, al_open, al_tension, al_level,
                      sums, deg, deg_post, blame_n, opp_n, hurt_n, good, peer, org_sum,
-                     org_cnt, ind_to_scarcity, ind_to_abundance, flips):
+                     org_cnt, ind_to_scarcity, ind_to_abundance, flips, blk):
     """Openness O += rate (S(k_O (T - theta_O) + b + close_bias u) - O) on every tie; the
     alliance summaries; the ties of ended alliances dropped (the kept ones moved down in
     place); each person's experiences and latent abundance, flips with hysteresis; cultures
@@ -403,41 +473,46 @@ def openness_mindset(P, d_al, i0, i1, T0, T1, O0, O1, D, v, m, a, pp, org, cultu
     peer[:] = 0.0
     tl = p_trusted
     j = 0
-    for k in range(len(d_al)):
-        al, ia, ib = d_al[k], i0[k], i1[k]
-        t0, t1 = T0[k], T1[k]
-        # 4. openness, from this step's trust
-        z0 = (t0 - p_o_threshold) * p_o_steep
-        z0 += p_obias_a if m[ia] else p_obias_s
-        z0 += p_close_bias * al_unsat[al, 0]
-        z1 = (t1 - p_o_threshold) * p_o_steep
-        z1 += p_obias_a if m[ib] else p_obias_s
-        z1 += p_close_bias * al_unsat[al, 1]
-        o0 = O0[k] + (sigmoid(z0) - O0[k]) * p_o_rate
-        o1 = O1[k] + (sigmoid(z1) - O1[k]) * p_o_rate
-        # 12. summaries (before the endings: an ended alliance keeps its last state)
-        sums[al, 0] += t0 + t1
-        sums[al, 1] += o0 + o1
-        sums[al, 2] += D[k]
-        sums[al, 3] += v[k]
-        if n_end > 0 and gone[al]:  # 8. an ending hurts both people of the tie
-            hurt_n[ia] += 1.0
-            hurt_n[ib] += 1.0
-            continue
-        # 7. experiences on the ties that remain
-        if t0 > tl:
-            good[ia] += 1.0
-        if t1 > tl:
-            good[ib] += 1.0
-        peer[ia] += t0 * (a[ib] - a[ia])
-        peer[ib] += t1 * (a[ia] - a[ib])
-        deg_post[ia] += 1
-        deg_post[ib] += 1
-        if j != k:
-            d_al[j], i0[j], i1[j] = al, ia, ib
-            T0[j], T1[j], D[j], v[j] = t0, t1, D[k], v[k]
-        O0[j], O1[j] = o0, o1
-        j += 1
+    n_d = len(d_al)
+    z0, z1 = blk[0], blk[1]
+    for k0 in range(0, n_d, BLOCK):
+        nb = min(BLOCK, n_d - k0)
+        for k in range(k0, k0 + nb):  # 4. openness, from this step's trust
+            al = d_al[k]
+            z = (T0[k] - p_o_threshold) * p_o_steep
+            z += p_obias_a if m[i0[k]] else p_obias_s
+            z0[k - k0] = z + p_close_bias * al_unsat[al, 0]
+            z = (T1[k] - p_o_threshold) * p_o_steep
+            z += p_obias_a if m[i1[k]] else p_obias_s
+            z1[k - k0] = z + p_close_bias * al_unsat[al, 1]
+        logistic_block(z0, nb)
+        logistic_block(z1, nb)
+        for k in range(k0, k0 + nb):
+            al, ia, ib = d_al[k], i0[k], i1[k]
+            t0, t1 = T0[k], T1[k]
+            o0 = O0[k] + (z0[k - k0] - O0[k]) * p_o_rate
+            o1 = O1[k] + (z1[k - k0] - O1[k]) * p_o_rate
+            # 12. summaries (before the endings: an ended alliance keeps its last state)
+            sums[al, 0] += t0 + t1
+            sums[al, 1] += o0 + o1
+            sums[al, 2] += D[k]
+            sums[al, 3] += v[k]
+            if n_end > 0 and gone[al]:  # 8. an ending hurts both people of the tie
+                hurt_n[ia] += 1.0
+                hurt_n[ib] += 1.0
+                continue
+            # 7. experiences on the ties that remain
+            good[ia] += 1.0 if t0 > tl else 0.0  # no branch: t vs tl is a coin toss
+            good[ib] += 1.0 if t1 > tl else 0.0
+            peer[ia] += t0 * (a[ib] - a[ia])
+            peer[ib] += t1 * (a[ia] - a[ib])
+            deg_post[ia] += 1
+            deg_post[ib] += 1
+            if j != k:
+                d_al[j], i0[j], i1[j] = al, ia, ib
+                T0[j], T1[j], D[j], v[j] = t0, t1, D[k], v[k]
+            O0[j], O1[j] = o0, o1
+            j += 1
     for al in range(n_al):
         if cnt[al] > 0:
             c = cnt[al]
@@ -614,38 +689,44 @@ def series(s: State, p) -> dict:
 # (floats, ints), per organization.
 SUMX, BLAME_N, OPP_N, HURT_N, GOOD, PEER, N_PF = range(7)
 DEG, DEG_POST, FLIP, N_PI = range(4)
-CREATED, PERC, QUAR, LEV0, LEV1, SUM_T, SUM_O, SUM_D, SUM_V, N_AF = range(10)
+CREATED, PERC, QUAR, LEV0, LEV1, N_AF = range(6)
+# openness_mindset's per-alliance sums reuse the first four columns: patience has read them
+SUM_T, SUM_O, SUM_D, SUM_V = range(4)
 CNT, AVOIDED, BLAMED, OPPS, GONE, N_AI = range(6)
 
 
 @njit(cache=True, error_model="numpy")
 def ties_step(P, step, split, rng, n_diff, has_talk, z_talk, counts, size_unit, size,
-              u_confront, u_find, has_tz, z_trust, z_side, rank, r_side, r_own, has_end, u_end,
-              d_al, d_ind, T, O, D, v,
+              u_confront, u_find, has_tz, z_own0, z_own1, z_side, rank, r_side, r_own, has_end,
+              u_end, d_al, i0, i1, T0, T1, O0, O1, D, v,
               m, a, pp, org,
               culture, horizon, al_org, al_ended, al_blames, al_opps, al_value, al_perceived,
               al_unsat, al_grievance, al_regime, al_trust, al_open, al_tension, al_level,
-              al_hist, ind_to_scarcity, ind_to_abundance, pf, pi, move, af, ai, of):
-    """Talk to mindset, in the numpy path's order (kernel_numpy.step), for every tie.
+              al_hist, ind_to_scarcity, ind_to_abundance, pf, pi, move, af, ai, of, blk, ev_al,
+              ev_ind):
+    """Talk to mindset, in the numpy path's order (kernel_numpy.step), for every tie. The
+    tie arrays come as 1-d rows (i0, i1: d_ind; T0, T1; O0, O1), contiguous whether the state
+    holds them in their own arrays or as views with spare room, so one specialization serves
+    both; blk is the (2, BLOCK) buffer of the blocks' logistic inputs; ev_al (4, >= n_al) and
+    ev_ind (2, >= n_ind) receive the events' indices.
     Returns (value created, alliances ended, dyads kept, alliances with an avoided difference,
     with blame, with an opportunity; people who flipped)."""
     n_idx = draw(rng, n_diff, has_talk, z_talk, d_al, counts, size_unit, size, u_confront,
-                 u_find, has_tz, r_side > 0.0, r_own > 0.0, rank, z_side, z_trust, has_end,
-                 al_ended, u_end)
+                 u_find, has_tz, r_side > 0.0, r_own > 0.0, rank, z_side, z_own0, z_own1,
+                 has_end, al_ended, u_end)
     has_diff = n_idx > 0
     pf[:, :] = 0.0
     pi[:, :] = 0
     af[:, :] = 0.0
     ai[:, :] = 0
-    i0, i1, T0, T1, O0, O1 = d_ind[0], d_ind[1], T[0], T[1], O[0], O[1]
     talk(P, pp, i0, i1, O0, O1, has_talk, z_talk, pi[:, DEG], move, pf[:, SUMX])
     lev = af[:, LEV0:LEV1 + 1]
     differences_blame_value_trust(
-        P, has_diff, counts, size, u_confront, u_find, has_tz, z_trust, z_side, rank, r_side,
-        r_own, d_al, i0, i1, T0, T1,
+        P, has_diff, counts, size, u_confront, u_find, has_tz, z_own0, z_own1, z_side, rank,
+        r_side, r_own, d_al, i0, i1, T0, T1,
         O0, O1, D, v, m, pp, al_blames, al_opps, ai[:, CNT], af[:, CREATED], af[:, PERC],
         af[:, QUAR], lev, ai[:, AVOIDED], ai[:, BLAMED], ai[:, OPPS], pf[:, BLAME_N],
-        pf[:, OPP_N])
+        pf[:, OPP_N], blk)
     flow, n_end = patience(P, step, al_ended, al_org, horizon, ai[:, CNT], af[:, QUAR], lev,
                            af[:, CREATED], af[:, PERC], split, al_value, al_perceived, al_unsat,
                            al_grievance, al_regime, has_end, u_end, ai[:, GONE])
@@ -653,18 +734,31 @@ def ties_step(P, step, split, rng, n_diff, has_talk, z_talk, counts, size_unit, 
         P, d_al, i0, i1, T0, T1, O0, O1, D, v, m, a, pp, org, culture, al_unsat, ai[:, CNT],
         ai[:, GONE], n_end, al_trust, al_open, al_tension, al_level, af[:, SUM_T:SUM_V + 1],
         pi[:, DEG], pi[:, DEG_POST], pf[:, BLAME_N], pf[:, OPP_N], pf[:, HURT_N], pf[:, GOOD],
-        pf[:, PEER], of[:, 0], of[:, 1], ind_to_scarcity, ind_to_abundance, pi[:, FLIP])
-    n_avoid = n_blamed = n_opp = 0
+        pf[:, PEER], of[:, 0], of[:, 1], ind_to_scarcity, ind_to_abundance, pi[:, FLIP], blk)
+    # the step's events, as indices (rows of ev_al: avoided, blamed, opportunity, ended; of
+    # ev_ind: to scarcity, to abundance)
+    n_avoid = n_blamed = n_opp = n_gone = 0
     for al in range(len(al_ended)):
-        n_avoid += ai[al, AVOIDED]
-        n_blamed += ai[al, BLAMED]
-        n_opp += ai[al, OPPS]
+        if ai[al, AVOIDED]:
+            ev_al[0, n_avoid] = al
+            n_avoid += 1
+        if ai[al, BLAMED]:
+            ev_al[1, n_blamed] = al
+            n_blamed += 1
+        if ai[al, OPPS]:
+            ev_al[2, n_opp] = al
+            n_opp += 1
+        if ai[al, GONE]:
+            ev_al[3, n_gone] = al
+            n_gone += 1
     n_to_s = n_to_a = 0
     for i in range(len(a)):
         f = pi[i, FLIP]
         if f < 0:
+            ev_ind[0, n_to_s] = i
             n_to_s += 1
         elif f > 0:
+            ev_ind[1, n_to_a] = i
             n_to_a += 1
     # 12. regimes (the alliances formed after this, in formation, are classified there)
     classify(P, step, al_ended, al_trust, al_open, al_hist, al_regime)
@@ -777,6 +871,7 @@ def form_alliances(s: State, p, rng, ev: knp.Events, sc, n_new: int | None = Non
 
 
 _TIE_ROWS = ("T", "O", "d_ind")  # (2, n_d) arrays: dyads along the last axis
+_DYAD_FIELDS = ("d_al", "d_ind", "T", "O", "D", "v")
 # the alliance arrays of the state (state.empty_alliances), and those add_alliances fills
 _AL_FIELDS = tuple(empty_alliances(0, 1))
 _KNOWN_FIELDS = ("al_org", "al_formed", "al_ended", "al_value", "al_perceived", "al_unsat",
@@ -902,6 +997,7 @@ class Scratch:
         self.views: dict[str, tuple] = {}
         self.grown: dict[str, tuple] = {}  # state arrays with room: name -> (buffer, view)
         self.P = None  # this step's parameter vector (formation classifies new alliances)
+        self.roomy = False  # the state's arrays moved into buffers with room (first step)
 
     def get(self, key, shape, dtype=np.float64):
         hit = self.views.get(key)
@@ -939,6 +1035,7 @@ def scratch_bytes(s: State) -> int:
 
 _EMPTY_F = np.zeros(0)
 _EMPTY_F2 = np.zeros((0, 0))
+_EMPTY_OWN = np.zeros((2, 0))
 _EMPTY_I = np.zeros(0, np.int64)
 _EMPTY_I32 = np.zeros(0, np.int32)
 _NO_DRAWS = np.random.default_rng(0)  # stands in for rng=None (noise off: nothing is drawn)
@@ -968,37 +1065,43 @@ def step(s: State, p, rng) -> knp.Events:
     P = pack(p)
     s.step += 1
     ev = knp.Events()
+    if not sc.roomy:  # the state's arrays into buffers with room: formations write there
+        for name in _AL_FIELDS + _DYAD_FIELDS:
+            _extend(s, sc, name, 0)
+        sc.roomy = True
     pf, pi, af, ai = (g("pf", (n_ind, N_PF)), g("pi", (n_ind, N_PI), np.int32),
                       g("af", (n_al, N_AF)), g("ai", (n_al, N_AI), np.int32))
+    ev_al, ev_ind = g("ev_al", (4, n_al), np.int32), g("ev_ind", (2, n_ind), np.int32)
     m = min(n_diff, n_d)  # dyads with a difference, at most
     dbuf = g("diff", (3, m)) if n_diff else _EMPTY_F2
+    z_own = g("trust", (2, n_d)) if r_own > 0 else _EMPTY_OWN
     flow, n_end, kept, n_avoid, n_blamed, n_opp, n_to_s, n_to_a = ties_step(
         P, s.step, _split(p), _NO_DRAWS if rng is None else rng, n_diff, has_talk,
         g("talk", (n_ind, K)) if has_talk else _EMPTY_F2,
         g("counts", (n_d,), np.int32) if n_diff else _EMPTY_I32, float(df.size),
         dbuf[0] if n_diff else _EMPTY_F, dbuf[1] if n_diff else _EMPTY_F,
-        dbuf[2] if n_diff else _EMPTY_F, has_tz,
-        g("trust", (2, n_d)) if r_own > 0 else _EMPTY_F2,
+        dbuf[2] if n_diff else _EMPTY_F, has_tz, z_own[0], z_own[1],
         g("side", (n_al, 2)) if r_side > 0 else _EMPTY_F2,
         g("rank", (n_al,), np.int64) if r_side > 0 else _EMPTY_I, r_side, r_own,
         noise, g("u_end", (n_al,)) if noise else _EMPTY_F,
-        s.d_al, s.d_ind, s.T, s.O, s.D, s.v, s.m, s.a, s.p, s.org, s.culture, s.horizon,
-        s.al_org, s.al_ended, s.al_blames, s.al_opps, s.al_value, s.al_perceived, s.al_unsat,
-        s.al_grievance, s.al_regime, s.al_trust, s.al_open, s.al_tension, s.al_level,
-        s.al_hist, s.ind_to_scarcity, s.ind_to_abundance, pf, pi, g("move", (n_ind, K)), af, ai,
-        g("of", (s.n_org, 2)))
+        s.d_al, s.d_ind[0], s.d_ind[1], s.T[0], s.T[1], s.O[0], s.O[1], s.D, s.v, s.m, s.a,
+        s.p, s.org, s.culture, s.horizon, s.al_org, s.al_ended, s.al_blames, s.al_opps,
+        s.al_value, s.al_perceived, s.al_unsat, s.al_grievance, s.al_regime, s.al_trust,
+        s.al_open, s.al_tension, s.al_level, s.al_hist, s.ind_to_scarcity, s.ind_to_abundance,
+        pf, pi, g("move", (n_ind, K)), af, ai, g("of", (s.n_org, 2)), g("blk", (2, BLOCK)),
+        ev_al, ev_ind)
     ev.value_flow = flow
     if n_avoid:
-        ev.avoided = np.flatnonzero(ai[:, AVOIDED])
+        ev.avoided = ev_al[0, :n_avoid].astype(np.int64)
     if n_blamed:
-        ev.blamed = np.flatnonzero(ai[:, BLAMED])
+        ev.blamed = ev_al[1, :n_blamed].astype(np.int64)
     if n_opp:
-        ev.opportunities = np.flatnonzero(ai[:, OPPS])
+        ev.opportunities = ev_al[2, :n_opp].astype(np.int64)
     if n_to_s + n_to_a:
-        ev.to_scarcity = np.flatnonzero(pi[:, FLIP] == -1)
-        ev.to_abundance = np.flatnonzero(pi[:, FLIP] == 1)
+        ev.to_scarcity = ev_ind[0, :n_to_s].astype(np.int64)
+        ev.to_abundance = ev_ind[1, :n_to_a].astype(np.int64)
     if n_end:
-        ev.ended = np.flatnonzero(ai[:, GONE])
+        ev.ended = ev_al[3, :n_end].astype(np.int64)
         _truncate(s, sc, kept)
     if noise:
         sc.P = P
