@@ -843,8 +843,8 @@ def _run_locked(sw, out, executor, workers, scheduler, progress, flush_rows, flu
     prepare_out(sw, out, force)
     skip = done_runs(out)
     todo = sw.n_runs - len(skip & set(range(sw.n_runs)))
-    if flush_rows is None:
-        flush_rows = max(10, min(500, math.ceil(sw.n_runs / 50)))
+    if flush_rows is None:  # a part per 500 runs or per flush_seconds, whichever comes first:
+        flush_rows = 500  # a kill loses at most that much work; fewer parts, less parent time
     in_flight_max = max(4, 4 * max(workers, 1)) if not scheduler else 256
     schema = sw.schema()
     bar = None

@@ -161,6 +161,7 @@ def baseline_runs(path: str, runs: int) -> dict:
     ties at the compiled path's best time per tie (filled in by run_bench)."""
     from .model import AllianceModel
 
+    gc.collect()  # the reference's agents (cycles with their model) must not be traversed here
     with kernel_path(path):
         sc = load(ROOT / "scenarios" / "baseline.toml")
         AllianceModel(sc, seed=0).run(5)  # warm-up: imports, compiled code loaded
@@ -194,6 +195,7 @@ def sweep_throughput(throughput, runs: int) -> dict:
     """Runs per second of `spiral sweep` with 1 and 2 workers; `throughput(runs, workers)` is
     analysis.bench_sweep.throughput (handed in by the command line: the model does not import
     the analysis layer)."""
+    gc.collect()
     throughput(min(10, runs), 1)  # not timed: imports, compiled code and writers loaded
     r1 = throughput(runs, 1)
     r2 = throughput(runs, 2)

@@ -213,11 +213,10 @@ def draw(rng, n_diff, has_talk, z_talk, d_al, counts, size_unit, size, u_confron
 @njit(cache=True, error_model="numpy", fastmath=FAST)
 def talk(P, pp, i0, i1, O0, O1, has_z, z, deg, move, sumx):
     """Perspectives move toward partners by mu * O_ji; without exchange they drift apart.
-    Also counts every person's ties (deg) for the experience weights of this step."""
+    Also counts every person's ties (deg) for the experience weights of this step. deg and
+    sumx must come zeroed."""
     n_ind, K = pp.shape
-    deg[:] = 0
-    move[:, :] = 0.0
-    sumx[:] = 0.0
+    move[:, :] = 0.0  # deg and sumx come zeroed (ties_step zeroes all per-person sums at once)
     for k in range(len(i0)):
         a, b = i0[k], i1[k]
         o0, o1 = O0[k], O1[k]
@@ -446,7 +445,8 @@ def openness_mindset(P, d_al, i0, i1, T0, T1, O0, O1, D, v, m, a, pp, org, cultu
     """Openness O += rate (S(k_O (T - theta_O) + b + close_bias u) - O) on every tie; the
     alliance summaries; the ties of ended alliances dropped (the kept ones moved down in
     place); each person's experiences and latent abundance, flips with hysteresis; cultures
-    follow their people. Returns the number of ties kept (dyads)."""
+    follow their people. Returns the number of ties kept (dyads). deg_post, hurt_n, good, peer
+    and flips must come zeroed."""
     # the parameters as locals (kept in registers across the loop)
     p_betrayal = P[BETRAYAL]
     p_close_bias = P[CLOSE_BIAS]
@@ -466,11 +466,7 @@ def openness_mindset(P, d_al, i0, i1, T0, T1, O0, O1, D, v, m, a, pp, org, cultu
     p_trusted = P[TRUSTED]
     p_usual = P[USUAL]
     n_al = len(cnt)
-    sums[:, :] = 0.0
-    deg_post[:] = 0
-    hurt_n[:] = 0.0
-    good[:] = 0.0
-    peer[:] = 0.0
+    sums[:, :] = 0.0  # they reuse patience's columns; the per-person sums come zeroed
     tl = p_trusted
     j = 0
     n_d = len(d_al)
@@ -523,7 +519,6 @@ def openness_mindset(P, d_al, i0, i1, T0, T1, O0, O1, D, v, m, a, pp, org, cultu
     # 7. mindset
     org_sum[:] = 0.0
     org_cnt[:] = 0
-    flips[:] = 0
     usual = p_usual
     for i in range(len(a)):
         ew = 1.0 / max(deg[i], usual)  # experiences of this step, as shares of one's ties
@@ -715,6 +710,8 @@ def ties_step(P, step, split, rng, n_diff, has_talk, z_talk, counts, size_unit, 
                  u_find, has_tz, r_side > 0.0, r_own > 0.0, rank, z_side, z_own0, z_own1,
                  has_end, al_ended, u_end)
     has_diff = n_idx > 0
+    # every per-person and per-alliance sum starts at 0: one pass over each work array (the
+    # phases do not zero their columns again)
     pf[:, :] = 0.0
     pi[:, :] = 0
     af[:, :] = 0.0
