@@ -86,6 +86,38 @@ def test_results_do_not_depend_on_workers(tmp_path):
     pd.testing.assert_frame_equal(frame(tmp_path / "a"), frame(tmp_path / "b"))
 
 
+def test_chunked_runs_give_the_same_rows(tmp_path, monkeypatch):
+    import analysis.sweep as sweep_mod
+
+    sizes = []
+
+    def chunks(todo, workers, scheduler):
+        sizes.append(5)
+        return 5  # 12 runs: chunks of 5, 5 and 2
+
+    sw = load_sweep(sweep_file(tmp_path, SMALL))
+    run_sweep(sw, tmp_path / "a", workers=1, progress=False)
+    monkeypatch.setattr(sweep_mod, "chunk_size", chunks)
+    res = run_sweep(sw, tmp_path / "b", workers=2, progress=False, flush_rows=4)
+    assert sizes and res["finished"] == 12
+    pd.testing.assert_frame_equal(frame(tmp_path / "a"), frame(tmp_path / "b"))
+
+
+@pytest.mark.parametrize("todo,workers,scheduler", [(0, 2, None), (1, 2, None), (31, 2, None),
+                                                    (32, 2, None), (10_000, 2, None),
+                                                    (10_000, 1, None), (500, 8, None),
+                                                    (10_000, 1, "tcp://x:1"), (5, 1, "tcp://x:1")])
+def test_chunk_size_is_bounded_and_keeps_every_worker_busy(todo, workers, scheduler):
+    from analysis.sweep import chunk_size
+
+    c = chunk_size(todo, workers, scheduler)
+    assert 1 <= c <= 64
+    if workers <= 1 and not scheduler:
+        assert c == 1  # in this process: nothing to save
+    elif c > 1:
+        assert todo // c >= (64 if scheduler else 16 * workers)  # enough chunks to share
+
+
 @pytest.mark.slow
 def test_sigkill_and_resume_equals_uninterrupted(tmp_path):
     body = SMALL.replace("replicates = 2", "replicates = 6").replace("steps = 40", "steps = 120")
