@@ -73,8 +73,11 @@ def state_bytes(s) -> int:
     return _owned_bytes(arrays)
 
 
-def time_kernel(values: dict, steps: int, path: str | None = None) -> dict:
-    """Ties, seconds per step (wall and CPU) and bytes for one kernel path, noise on.
+def time_kernel(values: dict, steps: int, path: str | None = None, blocks: int = 3) -> dict:
+    """Ties, seconds per step (wall and CPU) and bytes for one kernel path, noise on. The
+    steps are timed in `blocks` consecutive blocks of `steps`; the figures are the median
+    block's (by CPU time per tie: one disturbed block on a shared machine does not set them),
+    ns_per_tie_cpu_blocks lists every block's.
     peak_bytes: what stepping holds at its peak, the state's arrays with their spare room, the
     work arrays and one step's temporaries (traced). setup_peak_bytes: the traced peak of
     set-up and the first step (the networkx generator's graph dominates it)."""
@@ -88,20 +91,25 @@ def time_kernel(values: dict, steps: int, path: str | None = None) -> dict:
         _, peak_setup = tracemalloc.get_traced_memory()
         tracemalloc.reset_peak()
         tracemalloc.stop()  # tracing slows numpy; time without it, then trace one step
-        updates = 0  # ties updated: endings shrink the ecosystem while it is timed
-        t0, c0 = time.perf_counter(), time.process_time()
-        for _ in range(steps):
-            updates += s.T.size
-            kernel.step(s, p, rng)
-        dt = (time.perf_counter() - t0) / steps
-        dc = (time.process_time() - c0) / steps
+        runs = []  # (CPU ns per tie, ties per step, wall s per step, CPU s per step)
+        for _ in range(blocks):
+            updates = 0  # ties updated: endings shrink the ecosystem while it is timed
+            t0, c0 = time.perf_counter(), time.process_time()
+            for _ in range(steps):
+                updates += s.T.size
+                kernel.step(s, p, rng)
+            dt = (time.perf_counter() - t0) / steps
+            dc = (time.process_time() - c0) / steps
+            ties = updates / steps
+            runs.append((dc / ties * 1e9, ties, dt, dc))
+        _, ties, dt, dc = sorted(runs)[len(runs) // 2]  # the median block
         tracemalloc.start()
         kernel.step(s, p, rng)
         _, peak_step = tracemalloc.get_traced_memory()
         tracemalloc.stop()
-        return {"ties": round(updates / steps), "ties_after": s.T.size, "s_per_step": dt,
-                "cpu_s_per_step": dc, "peak_bytes": state_bytes(s) + peak_step,
-                "setup_peak_bytes": peak_setup}
+        return {"ties": round(ties), "ties_mean": ties, "ties_after": s.T.size, "s_per_step": dt,
+                "cpu_s_per_step": dc, "ns_per_tie_cpu_blocks": [r[0] for r in runs],
+                "peak_bytes": state_bytes(s) + peak_step, "setup_peak_bytes": peak_setup}
 
 
 def time_reference(values: dict, steps: int) -> tuple[float, float, float]:
@@ -205,8 +213,9 @@ def sweep_throughput(throughput, runs: int) -> dict:
 
 def run_bench(sizes: list[int], steps: int, with_reference: bool = True,
               cold: bool = True, out=print, numpy_path: bool = True,
-              baseline: int = 0, sweep: int = 0, throughput=None) -> dict:
-    """Every figure of `spiral bench` (see the module docstring). baseline: seeds of the
+              baseline: int = 0, sweep: int = 0, throughput=None, blocks: int = 3) -> dict:
+    """Every figure of `spiral bench` (see the module docstring). blocks: timed blocks of
+    `steps` per size and path (the median block's figures are reported). baseline: seeds of the
     baseline-size runs (0: skip); sweep: runs per sweep throughput measurement (0 or no
     `throughput` function: skip)."""
     rows = []
@@ -218,21 +227,22 @@ def run_bench(sizes: list[int], steps: int, with_reference: bool = True,
     ref_rate = None  # ties per second of the reference at the last size it ran
     for n in sizes:
         values = bench_values(n)
-        k = time_kernel(values, steps, main)
-        ties, dt = k["ties"], k["s_per_step"]
-        row = {"ties": ties, "kernel_s_per_step": dt, "kernel_ties_per_s": ties / dt,
+        k = time_kernel(values, steps, main, blocks)
+        ties, dt = k["ties_mean"], k["s_per_step"]
+        row = {"ties": k["ties"], "kernel_s_per_step": dt, "kernel_ties_per_s": ties / dt,
                "kernel_ties_per_s_cpu": ties / k["cpu_s_per_step"],
                "ns_per_tie": dt / ties * 1e9, "ns_per_tie_cpu": k["cpu_s_per_step"] / ties * 1e9,
                "bytes_per_tie": k["peak_bytes"] / ties,
                "setup_bytes_per_tie": k["setup_peak_bytes"] / ties,
+               "ns_per_tie_cpu_blocks": k["ns_per_tie_cpu_blocks"],
                "reference_ties_per_s": None, "ratio": None, "ratio_cpu": None,
                "numpy_ratio_cpu": None, "numpy_ties_per_s": None,
                "numpy_ties_per_s_cpu": None, "numpy_bytes_per_tie": None, "numpy_ratio": None}
         if numpy_path and main != "numpy":
-            q = time_kernel(values, steps, "numpy")
-            row["numpy_ties_per_s"] = q["ties"] / q["s_per_step"]
-            row["numpy_ties_per_s_cpu"] = q["ties"] / q["cpu_s_per_step"]
-            row["numpy_bytes_per_tie"] = q["peak_bytes"] / q["ties"]
+            q = time_kernel(values, steps, "numpy", blocks)
+            row["numpy_ties_per_s"] = q["ties_mean"] / q["s_per_step"]
+            row["numpy_ties_per_s_cpu"] = q["ties_mean"] / q["cpu_s_per_step"]
+            row["numpy_bytes_per_tie"] = q["peak_bytes"] / q["ties_mean"]
         if with_reference:
             ref_steps = max(1, min(steps, 5))
             est = None if ref_rate is None else ties * (ref_steps + 1) / ref_rate
@@ -258,7 +268,9 @@ def run_bench(sizes: list[int], steps: int, with_reference: bool = True,
         "machine": machine(),
         "kernel_path": main,
     }
-    for key in ("kernel_ties_per_s_cpu", "ns_per_tie_cpu", "setup_bytes_per_tie",
+    result["blocks"] = blocks
+    for key in ("kernel_ties_per_s_cpu", "ns_per_tie_cpu", "ns_per_tie_cpu_blocks",
+                "setup_bytes_per_tie",
                 "numpy_ties_per_s",
                 "numpy_ties_per_s_cpu", "numpy_bytes_per_tie", "numpy_ratio", "ratio_cpu",
                 "numpy_ratio_cpu"):
@@ -324,8 +336,8 @@ def main_bench(args, throughput=None) -> int:
                     cold=not args.no_cold, numpy_path=not getattr(args, "no_numpy", False),
                     baseline=0 if getattr(args, "no_baseline", False) else 20,
                     sweep=0 if getattr(args, "no_sweep", False) else getattr(args, "sweep_runs",
-                                                                            100),
-                    throughput=throughput)
+                                                                            1000),
+                    throughput=throughput, blocks=getattr(args, "blocks", 3))
     print(f"time per tie, largest/smallest over sizes: {res['ns_per_tie_max_over_min']:.2f}x "
           f"(CPU time: {res['ns_per_tie_cpu_max_over_min']:.2f}x)")
     if "spiral_run_cold_s" in res:

@@ -199,7 +199,11 @@ def build_parser() -> argparse.ArgumentParser:
                                     "small runs and sweeps")
     b.add_argument("--ties", default="10000,50000,100000,1000000",
                    help="comma-separated tie counts (default 10000,50000,100000,1000000)")
-    b.add_argument("--steps", type=int, default=20, help="steps timed per size (default 20)")
+    b.add_argument("--steps", type=int, default=20,
+                   help="steps per timed block (default 20)")
+    b.add_argument("--blocks", type=int, default=3,
+                   help="timed blocks per size and path; the median block is reported "
+                        "(default 3)")
     b.add_argument("--json", help="also write the figures to this JSON file")
     b.add_argument("--no-reference", action="store_true", help="skip the reference")
     b.add_argument("--no-cold", action="store_true", help="skip the cold `spiral run` timing")
@@ -362,6 +366,8 @@ def cmd_bench(args) -> int:
         return 0
     if args.steps < 1:
         raise UsageError("spiral bench: --steps: expected an integer >= 1")
+    if args.blocks < 1:
+        raise UsageError("spiral bench: --blocks: expected an integer >= 1")
     try:
         sizes = [int(x) for x in args.ties.split(",")]
     except ValueError:

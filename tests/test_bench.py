@@ -9,14 +9,19 @@ from sim import cli
 
 def test_bench_small_sizes_write_json(tmp_path, capsys):
     out = tmp_path / "bench.json"
-    assert cli.main(["bench", "--ties", "400,1600", "--steps", "2", "--json", str(out),
+    assert cli.main(["bench", "--ties", "400,1600", "--steps", "3", "--json", str(out),
                      "--no-cold", "--no-baseline", "--no-sweep"]) == 0
     text = capsys.readouterr().out
     assert "kernel ties/s" in text and "ratio" in text and "bytes/tie" in text
     res = json.loads(out.read_text())
     for key in ("ties", "kernel_ties_per_s", "reference_ties_per_s", "ratio", "bytes_per_tie"):
         assert len(res[key]) == 2, key
-    assert all(t >= 400 for t in res["ties"])
+    # the mean ties updated per timed step: near the size asked for (endings shrink it)
+    assert all(0.5 * n <= t <= 1.5 * n for t, n in zip(res["ties"], (400, 1600)))
+    assert res["blocks"] == 3
+    assert all(len(b) == 3 and min(b) > 0 for b in res["ns_per_tie_cpu_blocks"])
+    # the reported CPU time per tie is the median block's
+    assert res["ns_per_tie_cpu"] == [sorted(b)[1] for b in res["ns_per_tie_cpu_blocks"]]
     assert all(r > 0 for r in res["kernel_ties_per_s"] + res["reference_ties_per_s"])
     k, r = res["kernel_ties_per_s"], res["reference_ties_per_s"]
     assert res["ratio"] == [a / b for a, b in zip(k, r)]
