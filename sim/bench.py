@@ -79,8 +79,11 @@ def time_kernel(values: dict, steps: int, path: str | None = None, blocks: int =
     block's (by CPU time per tie: one disturbed block on a shared machine does not set them),
     ns_per_tie_cpu_blocks lists every block's.
     peak_bytes: what stepping holds at its peak, the state's arrays with their spare room, the
-    work arrays and one step's temporaries (traced). setup_peak_bytes: the traced peak of
-    set-up and the first step (the networkx generator's graph dominates it)."""
+    work arrays and one step's temporaries (traced), at the second step, over peak_ties, the
+    ties then (the ecosystem at the size asked for); end_bytes: the same after the timed steps
+    (the buffers keep their room and ended alliances their rows while endings shrink the ties).
+    setup_peak_bytes: the traced peak of set-up and the first step (the networkx generator's
+    graph dominates it)."""
     with kernel_path(path or kernel.NAME):
         p = from_dict(values).params()
         gc.collect()
@@ -90,7 +93,13 @@ def time_kernel(values: dict, steps: int, path: str | None = None, blocks: int =
         kernel.step(s, p, rng)  # warm-up (caches, first formation, work arrays)
         _, peak_setup = tracemalloc.get_traced_memory()
         tracemalloc.reset_peak()
-        tracemalloc.stop()  # tracing slows numpy; time without it, then trace one step
+        tracemalloc.stop()
+        tracemalloc.start()  # one traced step: its temporaries on top of the arrays
+        peak_ties = s.T.size
+        kernel.step(s, p, rng)
+        _, peak_step = tracemalloc.get_traced_memory()
+        tracemalloc.stop()  # tracing slows numpy: time without it
+        peak_bytes = state_bytes(s) + peak_step
         runs = []  # (CPU ns per tie, ties per step, wall s per step, CPU s per step)
         for _ in range(blocks):
             updates = 0  # ties updated: endings shrink the ecosystem while it is timed
@@ -103,13 +112,10 @@ def time_kernel(values: dict, steps: int, path: str | None = None, blocks: int =
             ties = updates / steps
             runs.append((dc / ties * 1e9, ties, dt, dc))
         _, ties, dt, dc = sorted(runs)[len(runs) // 2]  # the median block
-        tracemalloc.start()
-        kernel.step(s, p, rng)
-        _, peak_step = tracemalloc.get_traced_memory()
-        tracemalloc.stop()
         return {"ties": round(ties), "ties_mean": ties, "ties_after": s.T.size, "s_per_step": dt,
                 "cpu_s_per_step": dc, "ns_per_tie_cpu_blocks": [r[0] for r in runs],
-                "peak_bytes": state_bytes(s) + peak_step, "setup_peak_bytes": peak_setup}
+                "peak_bytes": peak_bytes, "peak_ties": peak_ties,
+                "end_bytes": state_bytes(s) + peak_step, "setup_peak_bytes": peak_setup}
 
 
 def time_reference(values: dict, steps: int) -> tuple[float, float, float]:
@@ -232,8 +238,9 @@ def run_bench(sizes: list[int], steps: int, with_reference: bool = True,
         row = {"ties": k["ties"], "kernel_s_per_step": dt, "kernel_ties_per_s": ties / dt,
                "kernel_ties_per_s_cpu": ties / k["cpu_s_per_step"],
                "ns_per_tie": dt / ties * 1e9, "ns_per_tie_cpu": k["cpu_s_per_step"] / ties * 1e9,
-               "bytes_per_tie": k["peak_bytes"] / ties,
-               "setup_bytes_per_tie": k["setup_peak_bytes"] / ties,
+               "bytes_per_tie": k["peak_bytes"] / k["peak_ties"],
+               "bytes_per_tie_end": k["end_bytes"] / k["ties_after"],
+               "setup_bytes_per_tie": k["setup_peak_bytes"] / k["peak_ties"],
                "ns_per_tie_cpu_blocks": k["ns_per_tie_cpu_blocks"],
                "reference_ties_per_s": None, "ratio": None, "ratio_cpu": None,
                "numpy_ratio_cpu": None, "numpy_ties_per_s": None,
@@ -242,7 +249,7 @@ def run_bench(sizes: list[int], steps: int, with_reference: bool = True,
             q = time_kernel(values, steps, "numpy", blocks)
             row["numpy_ties_per_s"] = q["ties_mean"] / q["s_per_step"]
             row["numpy_ties_per_s_cpu"] = q["ties_mean"] / q["cpu_s_per_step"]
-            row["numpy_bytes_per_tie"] = q["peak_bytes"] / q["ties_mean"]
+            row["numpy_bytes_per_tie"] = q["peak_bytes"] / q["peak_ties"]
         if with_reference:
             ref_steps = max(1, min(steps, 5))
             est = None if ref_rate is None else ties * (ref_steps + 1) / ref_rate
@@ -270,7 +277,7 @@ def run_bench(sizes: list[int], steps: int, with_reference: bool = True,
     }
     result["blocks"] = blocks
     for key in ("kernel_ties_per_s_cpu", "ns_per_tie_cpu", "ns_per_tie_cpu_blocks",
-                "setup_bytes_per_tie",
+                "bytes_per_tie_end", "setup_bytes_per_tie",
                 "numpy_ties_per_s",
                 "numpy_ties_per_s_cpu", "numpy_bytes_per_tie", "numpy_ratio", "ratio_cpu",
                 "numpy_ratio_cpu"):
