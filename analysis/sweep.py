@@ -510,11 +510,13 @@ def execute_many(batch: list[Task]) -> list[tuple[dict, dict]]:
 
 
 def chunk_size(todo: int, workers: int, scheduler: str | None) -> int:
-    """Runs per submitted call: 1 in this process (nothing to save); else enough chunks for
-    every worker to get about 16 (load balance, progress), at most 64 runs each."""
+    """Runs per submitted call, from the runs still to submit (guided scheduling: chunks
+    shrink as the sweep nears its end, so no worker idles while another finishes a long last
+    chunk): 1 in this process (nothing to save); else an eighth of every worker's share of
+    what is left (Dask: a 64th), between 1 and 64 runs."""
     if not scheduler and workers <= 1:
         return 1
-    slots = 64 if scheduler else 16 * workers
+    slots = 64 if scheduler else 8 * workers
     return max(1, min(64, todo // slots))
 
 
@@ -856,12 +858,14 @@ def _run_locked(sw, out, executor, workers, scheduler, progress, flush_rows, flu
     last_flush = time.monotonic()
     pending = set()
     it = tasks(sw, skip)
-    chunk = chunk_size(todo, workers, scheduler)
+    submitted = 0
     try:
         exhausted = False
         while pending or not exhausted:
             while not exhausted and len(pending) < in_flight_max:
+                chunk = chunk_size(todo - submitted, workers, scheduler)
                 batch = list(itertools.islice(it, chunk))
+                submitted += len(batch)
                 if len(batch) < chunk:
                     exhausted = True
                 if not batch:

@@ -205,16 +205,23 @@ def baseline_runs(path: str, runs: int) -> dict:
             "kernel_step_us_cpu": kernel_step * 1e6, "mean_ties": ties / runs}
 
 
-def sweep_throughput(throughput, runs: int) -> dict:
+def sweep_throughput(throughput, runs: int, rounds: int = 3) -> dict:
     """Runs per second of `spiral sweep` with 1 and 2 workers; `throughput(runs, workers)` is
     analysis.bench_sweep.throughput (handed in by the command line: the model does not import
     the analysis layer)."""
     gc.collect()
     throughput(min(10, runs), 1)  # not timed: imports, compiled code and writers loaded
-    r1 = throughput(runs, 1)
-    r2 = throughput(runs, 2)
+    # 1 and 2 workers taken in turn, three times, and the median of each: a shared machine's
+    # speed drifts by tens of percent over seconds, which one sweep after the other would
+    # read as a speed-up or a slow-down
+    one, two = [], []
+    for _ in range(rounds):
+        one.append(throughput(runs, 1))
+        two.append(throughput(runs, 2))
+    r1, r2 = sorted(one)[len(one) // 2], sorted(two)[len(two) // 2]
     return {"runs": runs, "runs_per_s_1_worker": r1, "runs_per_s_2_workers": r2,
-            "speedup": r2 / r1}
+            "speedup": r2 / r1, "rounds": rounds, "runs_per_s_1_worker_rounds": one,
+            "runs_per_s_2_workers_rounds": two}
 
 
 def run_bench(sizes: list[int], steps: int, with_reference: bool = True,

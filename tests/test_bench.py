@@ -50,4 +50,10 @@ def test_bench_reports_both_paths_small_runs_and_sweeps(tmp_path, capsys):
     assert b["runs"] == 2 and b["runs_per_s"] > 0 and b["runs_per_s_cpu"] > 0
     assert b["floor_us_per_step"] > 0 and b["mean_ties"] > 0
     assert res["sweep"] == {"runs": 3, "runs_per_s_1_worker": 3.0, "runs_per_s_2_workers": 6.0,
-                            "speedup": 2.0}
+                            "speedup": 2.0, "rounds": 3, "runs_per_s_1_worker_rounds": [3.0] * 3,
+                            "runs_per_s_2_workers_rounds": [6.0] * 3}
+    # the median round of each, taken in turn: a drifting machine does not fake a speed-up
+    speeds = iter([100.0, 150.0, 300.0, 90.0, 200.0, 500.0])  # 1, 2, 1, 2, 1, 2 workers
+    sw = bench.sweep_throughput(lambda runs, workers: next(speeds) if runs > 10 else 1.0, 20)
+    assert sw["runs_per_s_1_worker_rounds"] == [100.0, 300.0, 200.0]
+    assert sw["runs_per_s_1_worker"] == 200.0 and sw["runs_per_s_2_workers"] == 150.0

@@ -115,7 +115,7 @@ def test_chunk_size_is_bounded_and_keeps_every_worker_busy(todo, workers, schedu
     if workers <= 1 and not scheduler:
         assert c == 1  # in this process: nothing to save
     elif c > 1:
-        assert todo // c >= (64 if scheduler else 16 * workers)  # enough chunks to share
+        assert todo // c >= (64 if scheduler else 8 * workers)  # enough chunks to share
 
 
 @pytest.mark.slow
