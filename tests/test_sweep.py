@@ -169,11 +169,17 @@ def test_a_failing_run_is_recorded_and_the_sweep_goes_on(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-def test_dask_path_equals_local(tmp_path, dask_cluster):
+def test_dask_path_equals_local(tmp_path, dask_cluster, monkeypatch):
+    import analysis.sweep as sweep_mod
+
     sw = load_sweep(sweep_file(tmp_path, SMALL))
     run_sweep(sw, tmp_path / "local", workers=1, progress=False)
     run_sweep(sw, tmp_path / "dask", scheduler=dask_cluster, progress=False)
     pd.testing.assert_frame_equal(frame(tmp_path / "local"), frame(tmp_path / "dask"))
+    # and in chunks of several runs per Dask task
+    monkeypatch.setattr(sweep_mod, "chunk_size", lambda todo, workers, scheduler: 5)
+    run_sweep(sw, tmp_path / "dask5", scheduler=dask_cluster, progress=False)
+    pd.testing.assert_frame_equal(frame(tmp_path / "local"), frame(tmp_path / "dask5"))
 
 
 @pytest.mark.parametrize("design, extra, n", [
