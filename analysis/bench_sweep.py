@@ -87,14 +87,22 @@ def memory(n: int, workers: int) -> dict:
 
 
 def main_bench_sweep(runs: int, out=print) -> dict:
-    n = min(400, runs)
-    r1 = throughput(n, 1)
-    r2 = throughput(n, 2)
-    out(f"sweep throughput ({n} runs of a 12-organization, 30-step scenario): "
-        f"1 worker {r1:.1f} runs/s, 2 workers {r2:.1f} runs/s, speed-up {r2 / r1:.2f}x")
+    from sim.bench import sweep_throughput
+
+    n = min(1000, runs)
+    sw = sweep_throughput(throughput, n)  # 1 and 2 workers in turn, the median of each
+    r1, r2 = sw["runs_per_s_1_worker"], sw["runs_per_s_2_workers"]
+    out(f"sweep throughput ({n} runs of a 12-organization, 30-step scenario; median of "
+        f"{sw['rounds']} rounds): 1 worker {r1:.1f} runs/s, 2 workers {r2:.1f} runs/s, "
+        f"speed-up {r2 / r1:.2f}x")
     mem = memory(runs, 2)
+
+    def mb(x):  # a sweep shorter than the sampling interval has no sample in a tenth
+        return "n/a" if x is None else f"{x:.0f} MB"
+
     out(f"parent memory over {runs} runs (2 workers, {mem['seconds']:.0f} s): before "
-        f"{mem['rss_before_mb']:.0f} MB, peak {mem['peak_rss_mb']:.0f} MB, first tenth "
-        f"{mem['rss_first_tenth_mb']:.0f} MB, last tenth {mem['rss_last_tenth_mb']:.0f} MB")
+        f"{mb(mem['rss_before_mb'])}, peak {mb(mem['peak_rss_mb'])}, first tenth "
+        f"{mb(mem['rss_first_tenth_mb'])}, last tenth {mb(mem['rss_last_tenth_mb'])}")
     return {"runs_per_s_1_worker": r1, "runs_per_s_2_workers": r2, "speedup": r2 / r1,
-            "memory": mem}
+            "rounds": sw["rounds"], "runs_per_s_1_worker_rounds": sw["runs_per_s_1_worker_rounds"],
+            "runs_per_s_2_workers_rounds": sw["runs_per_s_2_workers_rounds"], "memory": mem}

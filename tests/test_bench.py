@@ -57,3 +57,14 @@ def test_bench_reports_both_paths_small_runs_and_sweeps(tmp_path, capsys):
     sw = bench.sweep_throughput(lambda runs, workers: next(speeds) if runs > 10 else 1.0, 20)
     assert sw["runs_per_s_1_worker_rounds"] == [100.0, 300.0, 200.0]
     assert sw["runs_per_s_1_worker"] == 200.0 and sw["runs_per_s_2_workers"] == 150.0
+
+
+def test_bench_sweep_mode_reports_throughput_rounds_and_parent_memory(tmp_path, capsys):
+    out = tmp_path / "sweep.json"
+    assert cli.main(["bench", "--sweep", "--runs", "12", "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "speed-up" in text and "parent memory over 12 runs" in text
+    res = json.loads(out.read_text())
+    assert res["rounds"] == 3 and len(res["runs_per_s_2_workers_rounds"]) == 3
+    assert res["speedup"] == res["runs_per_s_2_workers"] / res["runs_per_s_1_worker"]
+    assert res["memory"]["runs"] == 12 and res["memory"]["peak_rss_mb"] > 0
