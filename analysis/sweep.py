@@ -875,14 +875,15 @@ def _run_locked(sw, out, executor, workers, scheduler, progress, flush_rows, flu
                 break
             for f in executor.wait_some(pending):
                 pending.discard(f)
-                for row, extra in f.result():
+                done = f.result()
+                for row, extra in done:
                     rows.append(row)
                     for k, v in extra.items():
                         extras[k].append(v)
                     finished += 1
                     failures += row["status"] != "ok"
                 if bar is not None:
-                    bar.update(len(f.result()))
+                    bar.update(len(done))
                     bar.set_postfix(failed=failures, refresh=False)
             if len(rows) >= flush_rows or (rows and time.monotonic() - last_flush > flush_seconds):
                 _write_part(out, rows, extras, schema)

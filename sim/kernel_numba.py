@@ -89,15 +89,9 @@ def pack(p) -> np.ndarray:
     return P
 
 
-@njit(cache=True, error_model="numpy", inline="always")
-def sigmoid(z):
-    """The logistic 1/(1+e^-z) of one number (the function of kernel_numpy.sigmoid_, which
-    computes it as (1 + tanh(z/2))/2; the two differ only by rounding, ~1e-16)."""
-    return 1.0 / (1.0 + np.exp(-z))
-
-
-# The tie loops' logistic, vectorized: np.exp is a scalar libm call (4-5 ns) that keeps the
-# loop from using SIMD; in plain arithmetic over a small buffer LLVM vectorizes it (~1 ns).
+# The logistic S(z) = 1/(1+e^-z) of the tie loops (kernel_numpy.sigmoid_ computes it as
+# (1 + tanh(z/2))/2), vectorized: np.exp is a scalar libm call (4-5 ns) that keeps the loop from
+# using SIMD; in plain arithmetic over a small buffer LLVM vectorizes it (~1 ns).
 BLOCK = 512  # dyads per block: the buffers of the block's logistic inputs stay in L1
 LOG2E = 1.4426950408889634
 LN2_HI = 0.693145751953125  # ln 2 split in two (Cody-Waite): n * LN2_HI is exact
@@ -146,7 +140,7 @@ def exp_(x):
 
 @njit(cache=True, error_model="numpy", fastmath={"contract", "nsz"})
 def logistic_block(z, n):
-    """z[:n] <- 1/(1+e^-z[:n]), in one SIMD loop (differs from `sigmoid` by <= 2.3e-16)."""
+    """z[:n] <- 1/(1+e^-z[:n]), in one SIMD loop (within 2.3e-16 of the exact logistic)."""
     for i in range(n):
         z[i] = 1.0 / (1.0 + exp_(-z[i]))
 
@@ -735,20 +729,13 @@ def ties_step(P, step, split, rng, n_diff, has_talk, z_talk, counts, size_unit, 
         pf[:, PEER], of[:, 0], of[:, 1], ind_to_scarcity, ind_to_abundance, pi[:, FLIP], blk)
     # the step's events, as indices (rows of ev_al: avoided, blamed, opportunity, ended; of
     # ev_ind: to scarcity, to abundance)
-    n_avoid = n_blamed = n_opp = n_gone = 0
+    n_ev = np.zeros(4, np.int64)
     for al in range(len(al_ended)):
-        if ai[al, AVOIDED]:
-            ev_al[0, n_avoid] = al
-            n_avoid += 1
-        if ai[al, BLAMED]:
-            ev_al[1, n_blamed] = al
-            n_blamed += 1
-        if ai[al, OPPS]:
-            ev_al[2, n_opp] = al
-            n_opp += 1
-        if ai[al, GONE]:
-            ev_al[3, n_gone] = al
-            n_gone += 1
+        for r in range(4):  # the flag columns AVOIDED, BLAMED, OPPS, GONE, in this order
+            if ai[al, AVOIDED + r]:
+                ev_al[r, n_ev[r]] = al
+                n_ev[r] += 1
+    n_avoid, n_blamed, n_opp = n_ev[0], n_ev[1], n_ev[2]
     n_to_s = n_to_a = 0
     for i in range(len(a)):
         f = pi[i, FLIP]
