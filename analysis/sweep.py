@@ -538,10 +538,16 @@ class InlineExecutor:
 
 def _worker_init(parent: int) -> None:
     """A pool worker dies with the sweep's parent, even after SIGKILL of the parent: Linux's
-    parent-death signal where available, and a watchdog thread everywhere."""
+    parent-death signal where available, and a watchdog thread everywhere. Ctrl-C and SIGTERM
+    (sent to the whole process group by a terminal or `timeout`) end a worker quietly: the
+    parent, which owns the results, reports the interruption, and the runs in hand are rerun
+    on resume."""
+    import signal
+
+    for sig in (signal.SIGINT, signal.SIGTERM):  # not the parent's handlers, inherited by fork
+        signal.signal(sig, signal.SIG_DFL)
     try:
         import ctypes
-        import signal
 
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG

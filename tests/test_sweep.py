@@ -145,6 +145,39 @@ def test_sigkill_and_resume_equals_uninterrupted(tmp_path):
     pd.testing.assert_frame_equal(got, want)
 
 
+@pytest.mark.slow
+def test_sigterm_to_the_group_ends_workers_quietly_and_resume_completes(tmp_path):
+    """`timeout` and a terminal signal the whole process group, and a second signal may follow
+    while the parent shuts its pool down: workers that kept the parent's handler (inherited by
+    fork) raised KeyboardInterrupt tracebacks, and the parent could hang on them."""
+    body = SMALL.replace("replicates = 2", "replicates = 20").replace("steps = 40",
+                                                                    "steps = 2000")
+    f = sweep_file(tmp_path, body)
+    out = tmp_path / "o"
+    p = subprocess.Popen([SPIRAL, "sweep", str(f), "--out", str(out), "--workers", "2",
+                          "--quiet"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                         text=True, start_new_session=True)
+    try:
+        time.sleep(3.0)  # start-up done, both workers inside runs
+        assert p.poll() is None, "the sweep ended before it could be signalled"
+        os.killpg(p.pid, signal.SIGTERM)
+        time.sleep(0.05)
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGTERM)
+        err = p.communicate(timeout=60)[1]
+    finally:  # a hung sweep must not outlive the test
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+    assert p.returncode != 0 and "interrupted" in err
+    assert "Traceback" not in err, err
+    r = subprocess.run([SPIRAL, "sweep", str(f), "--out", str(out), "--workers", "2",
+                        "--quiet"], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    got = frame(out)
+    assert len(got) == 120 and got["run"].is_unique
+
+
 def test_a_failing_run_is_recorded_and_the_sweep_goes_on(tmp_path, monkeypatch):
     import analysis.sweep as sweep_mod
 
