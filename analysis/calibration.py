@@ -880,10 +880,12 @@ def _evaluate_many(sim: Simulator, pars: list[dict], seeds: list[list[int]], wor
 
 
 def _pool_worker_init() -> None:
-    # the CLI turns SIGTERM into KeyboardInterrupt in the parent; a pool worker just ends
+    # the CLI turns SIGTERM (and Ctrl-C) into KeyboardInterrupt in the parent; a pool worker,
+    # signalled with its process group, just ends (as analysis.sweep's workers do)
     import signal
 
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_DFL)
 
 
 def _eval_job(sim: Simulator, job):
