@@ -309,7 +309,7 @@ def test_rerun_killed_at_random_moments_never_mixes_two_runs(tmp_path):
     rng = random.Random(5)
     kills = 0
     seeds_seen = set()
-    for _ in range(12):
+    for _ in range(8):
         p = subprocess.Popen(base + ["--seed", "2"], stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL)
         time.sleep(rng.uniform(0.3, 1.15) * full)
@@ -329,7 +329,7 @@ def test_rerun_killed_at_random_moments_never_mixes_two_runs(tmp_path):
         if seeds == {2}:  # finished: put seed 1 back for the next round
             subprocess.run(base + ["--seed", "1"], check=True, capture_output=True,
                            timeout=300)
-    assert kills >= 4
+    assert kills >= 3
     # the killed runs' temporaries are removed by the next run next to them
     subprocess.run(base + ["--seed", "1"], check=True, capture_output=True, timeout=300)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["o"]

@@ -188,10 +188,18 @@ def test_view_is_consistent_while_another_thread_steps():
     s = Session()
     s.reset("baseline.toml", {"ecosystem.organizations": 40})
     errors, stop = [], threading.Event()
+    seen, cond = [], threading.Condition()
+    checkpoints = (0, 50, 100)
 
     def play():
         try:
-            for _ in range(150):
+            for i in range(150):
+                # The player waits for a frame at a few steps: the steps are
+                # fast enough to finish before the viewer's first frame.
+                if i in checkpoints:
+                    with cond:
+                        if not cond.wait_for(lambda: i in seen, timeout=60):
+                            raise TimeoutError(f"no frame at step {i}")
                 s.step(1)
         except Exception as e:  # noqa: BLE001
             errors.append(e)
@@ -200,15 +208,17 @@ def test_view_is_consistent_while_another_thread_steps():
 
     t = threading.Thread(target=play)
     t.start()
-    frames = 0
     while not stop.is_set():
         vw = s.view()
         pts = re.search(r'<polyline points="([^"]*)"', vw.series)
         if pts:  # every line has exactly one point per step of this frame
             assert len(pts.group(1).split()) == vw.step
-        frames += 1
+        with cond:
+            seen.append(vw.step)
+            cond.notify_all()
     t.join()
-    assert not errors and frames > 0 and s.model.state.step == 150
+    assert not errors and s.model.state.step == 150
+    assert set(checkpoints) <= set(seen) and seen == sorted(seen)
 
 
 def test_click_on_an_organization_selects_one_of_its_alliances():
