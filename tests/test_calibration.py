@@ -17,9 +17,11 @@ import pytest
 
 from analysis.calibration import (
     Run,
+    calibration_scenario,
     finished_generations,
     load_targets,
     prior_tie_counts,
+    seed_check,
     stat_trust_asymmetry,
 )
 from sim import cli
@@ -195,14 +197,6 @@ def test_prior_tie_counts_by_hand():
 # --- the shipped baseline is the calibrated point ---------------------------------------------
 
 
-def baseline_statistics(seeds):
-    from analysis.calibration import calibration_scenario, scenario_statistics
-
-    targets = load_targets(ROOT / "data" / "targets.toml")
-    sc = calibration_scenario(ROOT / "scenarios" / "baseline.toml", targets)
-    return targets, scenario_statistics(sc, targets, seeds)
-
-
 def test_shipped_baseline_is_the_recorded_calibrated_point():
     """scenarios/baseline.toml holds the point of the calibration recorded in
     docs/calibration/calibration.json (tools/adopt_calibration.py), of the shipped targets and
@@ -236,16 +230,47 @@ def test_shipped_baseline_is_the_recorded_calibrated_point():
 @pytest.mark.slow
 def test_shipped_baseline_shows_every_target_on_seeds_from_the_os():
     """Issue 14: the calibrated baseline's patterns hold on seeds that are not in the
-    repository. 30 seeds drawn from the OS now (printed, so a failure can be rerun with
-    them); each statistic pooled over them, as calibrate computes it with --seeds 30, lies in
-    the target's published interval."""
-    seeds = np.random.default_rng().integers(1, 2**31 - 1, size=30).tolist()
+    repository. 60 seeds drawn from the OS now (printed, so a failure can be rerun with them);
+    each statistic pooled over them, as calibrate computes it with --seeds 60, is consistent with
+    the target's published interval: the interval overlaps the estimate +- 3.29 bootstrap
+    standard errors. (Asserting the estimate itself inside failed for 3 of 40 sets of 30 seeds:
+    the alliance-function gain scatters by 0.024 around 0.36, near the interval's end, 0.40.)"""
+    seeds = np.random.default_rng().integers(1, 2**31 - 1, size=60).tolist()
     print(f"seeds from the OS: {seeds}")
-    targets, stats = baseline_statistics(seeds)
-    print({k: round(v, 4) for k, v in stats.items()})
-    for t in targets.targets:
-        lo, hi = t.interval
-        assert lo <= stats[t.name] <= hi, (t.name, stats[t.name], t.interval, seeds)
+    targets = load_targets(ROOT / "data" / "targets.toml")
+    sc = calibration_scenario(ROOT / "scenarios" / "baseline.toml", targets)
+    rows = seed_check(sc, targets, seeds, n_boot=100)
+    for r in rows:
+        print(f"{r['target']}: {r['estimate']:.4f} +- {r['se']:.4f} "
+              f"[{r['low']}, {r['high']}] inside={r['inside']}")
+    assert {r["target"] for r in rows} == {t.name for t in targets.targets}
+    for r in rows:
+        assert r["consistent"], (r, seeds)
+        assert r["se"] >= 0 and r["mc_low"] <= r["estimate"] <= r["mc_high"]
+
+
+@pytest.mark.slow
+def test_seed_check_flags_a_statistic_outside_its_interval(tmp_path):
+    """The check can fail: the same runs judged against an interval the alliance-function gain
+    does not reach (0.6-0.9) are inconsistent; against the shipped one, consistent; the
+    bootstrap is reproducible from the seeds."""
+    text = (ROOT / "data" / "targets.toml").read_text()
+    text = text.replace('"../scenarios/', f'"{ROOT / "scenarios"}/')
+    moved = text.replace("value = 0.26\ninterval = [0.10, 0.40]",
+                         "value = 0.75\ninterval = [0.60, 0.90]")
+    assert moved != text
+    (tmp_path / "shifted.toml").write_text(moved)
+    shifted = load_targets(tmp_path / "shifted.toml")
+    shipped = load_targets(ROOT / "data" / "targets.toml")
+    sc = calibration_scenario(ROOT / "scenarios" / "baseline.toml", shipped)
+    seeds = list(range(1, 16))
+    got = {r["target"]: r for r in seed_check(sc, shifted, seeds, n_boot=30)}
+    ok = {r["target"]: r for r in seed_check(sc, shipped, seeds, n_boot=30)}
+    af, af_ok = got["alliance_function"], ok["alliance_function"]
+    assert af["estimate"] == af_ok["estimate"] and af["se"] == af_ok["se"] > 0
+    assert af["mc_high"] < 0.6 and not af["inside"] and not af["consistent"]
+    assert af_ok["consistent"]
+    assert all(got[k]["consistent"] == ok[k]["consistent"] for k in got if k != "alliance_function")
 
 
 # --- bad input: one line, exit 2, before any simulation --------------------------------------
