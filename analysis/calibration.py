@@ -1140,12 +1140,14 @@ def calibration_scenario(path, targets: Targets) -> Scenario:
 def scenario_statistics(scenario: Scenario, targets: Targets, seeds) -> dict[str, float]:
     """Every target's statistic for the scenario as it is (its own values of the free keys),
     pooled over `seeds`: what an evaluation of the calibration computes."""
-    sim_ = Simulator(scenario, targets, len(seeds))
-    par = {}
-    for p in targets.priors:
-        section, k = p.key.split(".", 1)
-        par[p.key] = scenario.values[section][k]
-    return sim_.statistics(par, seeds)
+    return Simulator(scenario, targets, len(seeds)).statistics(scenario_point(scenario, targets),
+                                                               seeds)
+
+
+def scenario_point(scenario: Scenario, targets: Targets) -> dict:
+    """The scenario's own values of the free keys (the targets' priors)."""
+    return {p.key: scenario.values[p.key.split(".", 1)[0]][p.key.split(".", 1)[1]]
+            for p in targets.priors}
 
 
 def seed_check(scenario: Scenario, targets: Targets, seeds, n_boot: int = 200,
@@ -1163,11 +1165,7 @@ def seed_check(scenario: Scenario, targets: Targets, seeds, n_boot: int = 200,
     spread of 0.024 between sets of 30 seeds)."""
     seeds = [int(x) for x in seeds]
     sim_ = Simulator(scenario, targets, len(seeds))
-    par = {}
-    for p in targets.priors:
-        section, k = p.key.split(".", 1)
-        par[p.key] = scenario.values[section][k]
-    runs = sim_.runs(par, seeds)
+    runs = sim_.runs(scenario_point(scenario, targets), seeds)
     est = sim_.of(runs)
     rng = np.random.default_rng(seeds)  # the resamples follow from the seeds
     n = len(seeds)

@@ -198,7 +198,7 @@ def test_view_is_consistent_while_another_thread_steps():
                 # fast enough to finish before the viewer's first frame.
                 if i in checkpoints:
                     with cond:
-                        if not cond.wait_for(lambda: i in seen, timeout=60):
+                        if not cond.wait_for(lambda i=i: i in seen, timeout=60):
                             raise TimeoutError(f"no frame at step {i}")
                 s.step(1)
         except Exception as e:  # noqa: BLE001
